@@ -1,0 +1,308 @@
+# -*- coding: utf-8 -*-
+# Copyright: p2p.swarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The swarm agent: one detached libtorrent session per torrent on a host.
+
+p2p_fetch writes this file to the host's state directory and runs it as a
+plain script (`python agent.py JOB.json`), so it may import only the standard
+library and libtorrent. It downloads into a hidden file beside `dest`, lets
+libtorrent check every piece, applies owner/group/mode and renames into place,
+then seeds while the swarm still needs it. Progress and the outcome go to a
+JSON status file that p2p_fetch reads.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import signal
+import sys
+import time
+
+try:
+    from urllib.parse import urlsplit, urlunsplit, urlencode
+except ImportError:  # pragma: no cover - python 2 is not supported on hosts
+    urlsplit = urlunsplit = urlencode = None
+
+try:
+    import libtorrent as lt
+except ImportError:  # the module reports a missing libtorrent before starting us
+    lt = None
+
+TICK = 0.5  # seconds between status updates and alert polls
+SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
+
+
+def part_name(dest):
+    """The hidden name beside dest that holds data until it is complete."""
+    return '.%s.p2p-part' % os.path.basename(dest)
+
+
+def session_settings(job):
+    """libtorrent settings for a private datacenter swarm.
+
+    libtorrent's defaults are tuned for the internet: discovery that calls
+    out (DHT, LSD, UPnP, NAT-PMP), one connection per IP, a 5 minute minimum
+    announce interval, few unchoke slots, and uTP, which costs about twice the
+    CPU of TCP on a LAN. Everything here stays inside the swarm.
+    """
+    listen = '%s:%d' % (job.get('listen_address') or '0.0.0.0', int(job.get('listen_port') or 0))
+    return {
+        'listen_interfaces': listen,
+        'enable_dht': False,
+        'enable_lsd': False,
+        'enable_upnp': False,
+        'enable_natpmp': False,
+        'dht_bootstrap_nodes': '',
+        'enable_ip_notifier': False,
+        'enable_outgoing_utp': False,
+        'enable_incoming_utp': False,
+        'allow_multiple_connections_per_ip': True,
+        'min_announce_interval': 1,
+        'announce_to_all_trackers': True,
+        'announce_to_all_tiers': True,
+        'stop_tracker_timeout': 2,
+        'tracker_completion_timeout': 10,
+        'tracker_receive_timeout': 5,
+        'connections_limit': 400,
+        'unchoke_slots_limit': 64,
+        'active_downloads': -1,
+        'active_seeds': -1,
+        'active_limit': -1,
+        'max_out_request_queue': 1500,
+        'request_queue_time': 2,
+        'upload_rate_limit': int(job.get('upload_rate') or 0),
+        'download_rate_limit': int(job.get('download_rate') or 0),
+        'user_agent': 'p2p.swarm-agent/libtorrent-%s' % (lt.__version__ if lt else '?'),
+        'alert_mask': (lt.alert.category_t.error_notification
+                       | lt.alert.category_t.status_notification
+                       | lt.alert.category_t.storage_notification
+                       | lt.alert.category_t.tracker_notification) if lt else 0,
+    }
+
+
+def tracker_url_for(url, peer_name):
+    """Add p2p_host=<inventory name> so the tracker can map peers to hosts."""
+    if not peer_name or not url.startswith(('http://', 'https://')):
+        return url
+    parts = urlsplit(url)
+    extra = urlencode({'p2p_host': peer_name})
+    query = parts.query + '&' + extra if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def write_json_atomic(path, data):
+    tmp = '%s.tmp.%d' % (path, os.getpid())
+    with open(tmp, 'w') as handle:
+        json.dump(data, handle, sort_keys=True)
+    os.rename(tmp, path)
+
+
+class Agent(object):
+    """Drives one torrent from start to exit; see run() for the loop."""
+
+    def __init__(self, job):
+        self.job = job
+        self.seed = bool(job.get('seed'))
+        self.dest = job['dest']
+        self.started = time.time()
+        self.placed_at = None
+        self.swarm_done_since = None
+        self.announced_ok = False
+        self.last_tracker_error = None
+        self.stop_requested = False
+        self.status = {
+            'pid': os.getpid(), 'run_id': job.get('run_id'), 'state': 'starting',
+            'dest': self.dest, 'seed': self.seed, 'placed': False,
+            'error': None, 'started_at': self.started, 'progress': 0.0,
+        }
+        self.session = None
+        self.handle = None
+
+    # -- set-up ---------------------------------------------------------
+    def start(self):
+        self.session = lt.session(session_settings(self.job))
+        ti = lt.torrent_info(self.job['torrent'])
+        params = lt.add_torrent_params()
+        params.ti = ti
+        params.save_path = os.path.dirname(self.dest)
+        name = os.path.basename(self.dest) if self.seed else part_name(self.dest)
+        params.renamed_files = {0: name}
+        # Allocating the whole file up front turns "disk full" into one clear
+        # error at the start instead of a failure (or SIGBUS) mid-download.
+        params.storage_mode = lt.storage_mode_t.storage_mode_allocate
+        params.trackers = [tracker_url_for(t.url, self.job.get('peer_name'))
+                           for t in ti.trackers()]
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
+        params.flags |= lt.torrent_flags.override_trackers
+        if self.seed:
+            # The seeder's copy was just hashed by p2p_torrent; seed mode
+            # verifies each piece lazily the first time it is uploaded.
+            params.flags |= lt.torrent_flags.seed_mode
+        self.handle = self.session.add_torrent(params)
+
+    # -- events ---------------------------------------------------------
+    def on_alert(self, alert):
+        if isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
+            self.fail('%s' % alert.message(), fatal_storage=True)
+        elif isinstance(alert, lt.file_rename_failed_alert):
+            self.fail('could not rename into %s: %s' % (self.dest, alert.message()))
+        elif isinstance(alert, lt.file_renamed_alert):
+            self.placed_at = time.time()
+            self.status.update(placed=True, placed_at=self.placed_at)
+            self.write_placed_stamp()
+        elif isinstance(alert, lt.tracker_reply_alert):
+            self.announced_ok = True
+        elif isinstance(alert, lt.tracker_error_alert):
+            self.last_tracker_error = alert.message()
+
+    def place(self):
+        """Give the complete, hash-checked data its final name and attributes."""
+        part = os.path.join(os.path.dirname(self.dest), part_name(self.dest))
+        try:
+            owner, group = self.job.get('owner'), self.job.get('group')
+            if owner is not None or group is not None:
+                os.chown(part, -1 if owner is None else owner, -1 if group is None else group)
+            mode = self.job.get('mode')
+            os.chmod(part, mode if mode is not None else 0o644)
+        except OSError as exc:
+            self.fail('cannot set owner/mode on %s: %s' % (part, exc))
+            return
+        self.status['state'] = 'finishing'
+        # libtorrent renames with rename(2) and keeps seeding from the new name.
+        self.handle.rename_file(0, os.path.basename(self.dest))
+
+    def write_placed_stamp(self):
+        """Record what was placed so a rerun can skip re-hashing an untouched file."""
+        try:
+            st = os.stat(self.dest)
+        except OSError:
+            return
+        stamp = {'dest': self.dest, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
+                 'ino': st.st_ino, 'placed_at': self.placed_at}
+        write_json_atomic(os.path.join(self.job['job_dir'], 'placed.json'), stamp)
+
+    def fail(self, message, fatal_storage=False):
+        if self.status['state'] == 'failed':
+            return
+        self.status.update(state='failed', error=message)
+        if fatal_storage and self.handle is not None and not self.seed:
+            # Nothing half-written stays behind after a storage error (disk
+            # full, I/O error): drop the torrent and its hidden partial file.
+            self.session.remove_torrent(self.handle, lt.session.delete_files)
+            self.handle = None
+
+    # -- main loop ------------------------------------------------------
+    def tick(self):
+        for alert in self.session.pop_alerts():
+            self.on_alert(alert)
+        if self.handle is None or self.status['state'] == 'failed':
+            return
+        st = self.handle.status()
+        self.status.update(
+            progress=round(st.progress, 4), downloaded=st.total_payload_download,
+            uploaded=st.all_time_upload, download_rate=st.download_payload_rate,
+            upload_rate=st.upload_payload_rate, peers=st.num_peers, seeds=st.num_seeds,
+            swarm_incomplete=st.num_incomplete, swarm_complete=st.num_complete,
+            tracker_error=self.last_tracker_error)
+        if st.errc.value():
+            self.fail(st.errc.message(), fatal_storage=True)
+            return
+        if st.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
+            self.status['state'] = 'checking'
+        elif not st.is_seeding:
+            self.status['state'] = 'downloading'
+        elif self.seed or self.status['placed']:
+            self.status['state'] = 'seeding'
+        elif self.status['state'] != 'finishing':
+            self.place()
+        self.watch_swarm(st)
+
+    def watch_swarm(self, st):
+        """Note when the tracker says every peer is complete."""
+        if self.status['state'] != 'seeding':
+            return
+        if st.num_incomplete == 0 and st.num_complete > 0:
+            if self.swarm_done_since is None:
+                self.swarm_done_since = time.time()
+        else:
+            self.swarm_done_since = None
+
+    def exit_reason(self):
+        """Why the agent should stop now, or None to keep going."""
+        now = time.time()
+        state = self.status['state']
+        if self.stop_requested:
+            return 'stopped on request'
+        if state == 'failed':
+            return 'failed'
+        if now - self.started > float(self.job.get('lifetime') or 7200):
+            if not (self.seed or self.status['placed']):
+                self.status.update(state='failed', error='timed out after %d s at %.1f%%' % (
+                    now - self.started, 100 * self.status['progress']))
+            return 'lifetime over'
+        grace = float(self.job.get('tracker_grace') or 60)
+        if (not self.announced_ok and not self.status.get('peers') and state != 'seeding'
+                and now - self.started > grace):
+            self.status.update(state='failed', error='tracker unreachable for %d s: %s' % (
+                grace, self.last_tracker_error or 'no answer'))
+            return 'failed'
+        if state == 'seeding' and not self.seed:
+            if self.swarm_done_since and now - self.swarm_done_since >= SWARM_DONE_HOLD:
+                return 'swarm complete'
+            if self.placed_at and now - self.placed_at > float(self.job.get('linger') or 0):
+                return 'linger time over'
+        return None
+
+    def write_status(self):
+        self.status['updated_at'] = time.time()
+        write_json_atomic(self.job['status_path'], self.status)
+
+    def run(self):
+        def request_stop(signum, frame):
+            self.stop_requested = True
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            self.start()
+        except Exception as exc:  # bad torrent, unusable dest dir: report, do not crash silently
+            self.status.update(state='failed', error='cannot start: %s' % exc)
+            self.write_status()
+            return 1
+        reason = None
+        while reason is None:
+            self.tick()
+            self.write_status()
+            reason = self.exit_reason()
+            if reason is None:
+                time.sleep(TICK)
+        if self.status['state'] not in ('failed',):
+            self.status['state'] = 'done' if (self.seed or self.status['placed']) else 'stopped'
+        self.status['exit_reason'] = reason
+        self.status['exited_at'] = time.time()
+        self.write_status()
+        # Dropping the session sends the tracker a 'stopped' event (bounded
+        # by stop_tracker_timeout) and closes files.
+        self.handle = None
+        self.session = None
+        return 0 if self.status['state'] != 'failed' else 1
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write('usage: agent.py JOB.json\n')
+        return 2
+    with open(argv[1]) as handle:
+        job = json.load(handle)
+    if lt is None:
+        sys.stderr.write('libtorrent is not importable by %s\n' % sys.executable)
+        return 2
+    os.umask(0o077)  # partial data is nobody else's business until placed
+    return Agent(job).run()
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))

@@ -1,0 +1,449 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: p2p.swarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: p2p_fetch
+short_description: Make a file hold a torrent's content, fetched over a private swarm
+version_added: 0.1.0
+description:
+  - Ensures that O(dest) on the managed host holds the content described by a
+    .torrent file, downloading it from the other hosts of a private BitTorrent
+    swarm with libtorrent.
+  - The transfer runs in a detached agent process, so the module can return at
+    once (O(wait=false)) and many hosts download at the same time whatever the
+    number of Ansible forks. A later call with O(wait=true), or M(p2p.swarm.p2p_wait)
+    on the controller, waits for the outcome.
+  - Data is written to a hidden file beside O(dest), every piece is checked
+    against the torrent's hashes, and only a complete file is renamed to O(dest).
+    An interrupted download resumes from the data already there.
+  - The agent keeps seeding after it finishes, until the tracker reports that no
+    peer still downloads, O(linger) seconds pass, or it is stopped with
+    O(state=stopped).
+  - With O(state=seeding) the module seeds an existing complete copy instead;
+    this is how the seeder role serves the original file.
+  - If O(dest) already holds the content nothing is downloaded and the result
+    is C(changed=false).
+author:
+  - p2p.swarm contributors
+requirements:
+  - libtorrent (python bindings, 2.0 or later) for the interpreter running the module
+extends_documentation_fragment:
+  - ansible.builtin.files
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether O(dest) would be downloaded; starts no agent.
+  diff_mode:
+    support: none
+options:
+  torrent:
+    description: Path of the .torrent file on the managed host.
+    type: path
+    required: true
+  dest:
+    description:
+      - Path of the file to create or check. Its directory must exist.
+      - With O(state=seeding), the complete file to seed.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) makes O(dest) hold the content, downloading it if needed.
+      - V(seeding) seeds an existing complete O(dest) (the original copy).
+      - V(stopped) stops the agent of this torrent and reports its last status.
+        Partial data is kept so a later V(present) resumes.
+    type: str
+    choices: [present, seeding, stopped]
+    default: present
+  wait:
+    description:
+      - Wait until the download is complete (or failed) before returning.
+      - With V(false) the module returns once the agent is running.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait with O(wait=true). On timeout the agent is stopped and
+        the task fails; the partial data stays for a rerun.
+    type: int
+    default: 1800
+  lifetime:
+    description: Upper bound, in seconds, on how long an agent may run at all.
+    type: int
+    default: 7200
+  linger:
+    description:
+      - Seconds to keep seeding after this host is complete, unless the tracker
+        reports earlier that no peer is still downloading.
+    type: int
+    default: 300
+  tracker_grace:
+    description:
+      - Seconds without any tracker answer and without any peer after which
+        the agent gives up and reports the tracker as unreachable.
+    type: int
+    default: 60
+  peer_name:
+    description:
+      - Name this host announces to the tracker, so progress can be shown per
+        inventory host. The roles pass C(inventory_hostname).
+      - Defaults to the host name.
+    type: str
+  run_id:
+    description:
+      - Identifier of one distribution run. A later call with the same
+        O(run_id) reports the outcome of the agent that run started even when
+        that agent has already exited, instead of starting a new one.
+    type: str
+  upload_rate_limit:
+    description: Upload limit of the agent in bytes per second, V(0) for none.
+    type: int
+    default: 0
+  download_rate_limit:
+    description: Download limit of the agent in bytes per second, V(0) for none.
+    type: int
+    default: 0
+  listen_port:
+    description: TCP port the agent accepts peers on; V(0) lets the system pick a free one.
+    type: int
+    default: 0
+  listen_address:
+    description: Address the agent listens on.
+    type: str
+    default: 0.0.0.0
+  state_dir:
+    description: Directory for the agent script, its status, log and pidfile.
+    type: path
+    default: /var/lib/p2p-swarm
+  python:
+    description: Interpreter that runs the agent; it must import libtorrent.
+    type: path
+notes:
+  - O(mode) is applied before the file gets its final name when it is an octal
+    number; a symbolic mode is applied right after.
+seealso:
+  - module: p2p.swarm.p2p_torrent
+  - module: p2p.swarm.p2p_wait
+  - module: p2p.swarm.p2p_tracker
+'''
+
+EXAMPLES = r'''
+- name: Download a release over the swarm and wait for it
+  p2p.swarm.p2p_fetch:
+    torrent: /var/lib/p2p-swarm/app-1.2.tar.gz.torrent
+    dest: /opt/app/app-1.2.tar.gz
+    owner: app
+    mode: '0640'
+    peer_name: "{{ inventory_hostname }}"
+
+- name: Start the download on every host, return at once
+  p2p.swarm.p2p_fetch:
+    torrent: /var/lib/p2p-swarm/app.torrent
+    dest: /opt/app/app.tar.gz
+    wait: false
+    run_id: "{{ run_id }}"
+  register: started
+
+- name: Collect each host's outcome later in the play
+  p2p.swarm.p2p_fetch:
+    torrent: /var/lib/p2p-swarm/app.torrent
+    dest: /opt/app/app.tar.gz
+    run_id: "{{ run_id }}"
+    timeout: 60
+
+- name: Seed the original copy
+  p2p.swarm.p2p_fetch:
+    torrent: /build/app.torrent
+    dest: /build/app.tar.gz
+    state: seeding
+'''
+
+RETURN = r'''
+dest:
+  description: Path of the file.
+  returned: always
+  type: str
+info_hash:
+  description: Info-hash of the torrent (v1 hex, or v2 hex for v2-only torrents).
+  returned: success
+  type: str
+  sample: 5a8ce26e8a19a877d8ccc927fcc18e34e1f5ff67
+status:
+  description: >-
+    State of the agent: V(complete) (nothing to do), V(downloading), V(checking),
+    V(seeding), V(done), V(stopped), V(failed) or V(absent).
+  returned: always
+  type: str
+progress:
+  description: Fraction of the content this host has, 0.0 to 1.0.
+  returned: success
+  type: float
+pid:
+  description: Process id of the agent, when one runs.
+  returned: when an agent runs
+  type: int
+downloaded:
+  description: Payload bytes the agent downloaded.
+  returned: when an agent ran
+  type: int
+uploaded:
+  description: Payload bytes the agent uploaded to other peers.
+  returned: when an agent ran
+  type: int
+size:
+  description: Size of the content in bytes.
+  returned: success
+  type: int
+'''
+
+import os
+import sys
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
+from ansible_collections.p2p.swarm.plugins.module_utils import jobs
+from ansible_collections.p2p.swarm.plugins.module_utils import verify
+
+try:
+    import libtorrent as lt
+    LIBTORRENT_IMPORT_ERROR = None
+except ImportError as exc:
+    lt = None
+    LIBTORRENT_IMPORT_ERROR = exc
+
+FINISHED = ('done', 'failed', 'stopped')
+
+
+def load_torrent(module, path):
+    try:
+        ti = lt.torrent_info(path)
+    except RuntimeError as exc:
+        module.fail_json(msg='torrent %s is not a valid .torrent file: %s' % (path, exc))
+    except Exception as exc:  # libtorrent raises several types for unreadable files
+        module.fail_json(msg='cannot read torrent %s: %s' % (path, exc))
+    if ti.num_files() != 1:
+        module.fail_json(msg='torrent %s holds %d files; p2p_fetch places single-file torrents only'
+                         % (path, ti.num_files()))
+    return ti
+
+
+def check_dest(module, dest):
+    parent = os.path.dirname(dest) or '.'
+    if os.path.isdir(dest):
+        module.fail_json(msg='dest %s is a directory; give the full path of the file' % dest)
+    if not os.path.isdir(parent):
+        module.fail_json(msg='directory %s for dest does not exist' % parent)
+
+
+def check_space(module, dest, size):
+    """Fail early, with the numbers, if the download cannot fit."""
+    parent = os.path.dirname(dest)
+    part = os.path.join(parent, agent_lib.part_name(dest))
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    st = os.statvfs(parent)
+    free = st.f_bavail * st.f_frsize
+    if free + have < size:
+        module.fail_json(msg='no space left for %s: need %d bytes, %d available in %s'
+                         % (dest, size - have, free, parent), dest=dest, status='failed')
+
+
+def numeric_mode(mode):
+    """The agent needs an octal mode; symbolic ones are applied afterwards."""
+    if mode is None:
+        return None
+    if isinstance(mode, int):
+        return mode
+    try:
+        return int(str(mode), 8)
+    except ValueError:
+        return None
+
+
+def agent_result(status):
+    keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error')
+    result = dict((k, status[k]) for k in keys if status.get(k) is not None)
+    result['status'] = status.get('state', 'absent')
+    return result
+
+
+class Fetch(object):
+    """One p2p_fetch call: check dest, start/find the agent, maybe wait."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.dest = os.path.abspath(self.params['dest'])
+        self.ti = load_torrent(module, self.params['torrent'])
+        self.info_hash = jobs.info_hash_hex(self.ti)
+        self.job = jobs.Job(self.params['state_dir'], self.info_hash, self.dest)
+        self.base = dict(dest=self.dest, info_hash=self.info_hash, size=verify.content_size(self.ti))
+
+    def exit(self, changed, **extra):
+        result = dict(self.base, changed=changed)
+        result.update(extra)
+        self.module.exit_json(**result)
+
+    def fail(self, msg, **extra):
+        result = dict(self.base)
+        result.update(extra)
+        self.module.fail_json(msg=msg, **result)
+
+    def apply_attributes(self, changed):
+        file_args = self.module.load_file_common_arguments(self.params, path=self.dest)
+        return self.module.set_fs_attributes_if_different(file_args, changed)
+
+    def agent_job(self, seed):
+        p = self.params
+        owner = jobs.resolve_uid(p['owner'])
+        group = jobs.resolve_gid(p['group'])
+        return {
+            'torrent': os.path.abspath(p['torrent']), 'dest': self.dest, 'seed': seed,
+            'peer_name': p['peer_name'] or os.uname()[1], 'run_id': p['run_id'],
+            'owner': owner, 'group': group, 'mode': numeric_mode(p['mode']),
+            'lifetime': p['lifetime'], 'linger': p['linger'], 'tracker_grace': p['tracker_grace'],
+            'upload_rate': p['upload_rate_limit'], 'download_rate': p['download_rate_limit'],
+            'listen_port': p['listen_port'], 'listen_address': p['listen_address'],
+        }
+
+    def start_agent(self, seed):
+        try:
+            return self.job.start(agent_lib, self.agent_job(seed), self.params['python'] or sys.executable)
+        except (KeyError, OSError) as exc:
+            self.fail('cannot start the swarm agent: %s' % exc)
+
+    # -- state=present --------------------------------------------------
+    def present(self):
+        pid = self.job.running_pid()
+        status = self.job.read_status()
+        run_id = self.params['run_id']
+        if pid is None and run_id and status.get('run_id') == run_id and status.get('state') in FINISHED:
+            return self.report_finished(status)
+        if pid is None:
+            if self.dest_holds_content():
+                changed = self.apply_attributes(False)
+                self.exit(changed, status='complete', progress=1.0,
+                          msg='dest already holds the content')
+            if self.module.check_mode:
+                self.exit(True, status='absent', msg='would download %s' % self.dest)
+            check_space(self.module, self.dest, verify.content_size(self.ti))
+            pid = self.start_agent(seed=False)
+        if not self.params['wait']:
+            self.exit(True, pid=pid, **agent_result(self.job.read_status()))
+        return self.wait_for(pid)
+
+    def dest_holds_content(self):
+        if verify.stamp_matches(self.job.stamp_path, self.dest):
+            return True
+        if os.path.isfile(self.dest) and verify.file_matches_torrent(self.dest, self.ti):
+            verify.write_stamp(self.job.stamp_path, self.dest)
+            return True
+        return False
+
+    def wait_for(self, pid):
+        deadline = time.time() + self.params['timeout']
+        while time.time() < deadline:
+            status = self.job.read_status()
+            if status.get('placed') or status.get('state') in FINISHED:
+                return self.report_finished(status)
+            if not self.job.is_agent(pid):
+                status = self.job.read_status()
+                if status.get('placed') or status.get('state') in FINISHED:
+                    return self.report_finished(status)
+                self.fail('swarm agent exited unexpectedly: %s' % self.job.log_tail(),
+                          **agent_result(status))
+            time.sleep(0.5)
+        status = self.job.read_status()
+        self.job.stop(pid)
+        self.fail('download not complete after %d s: %.1f%% done, %s peers; partial data kept for a rerun'
+                  % (self.params['timeout'], 100 * float(status.get('progress') or 0), status.get('peers', 0)),
+                  **agent_result(status))
+
+    def report_finished(self, status):
+        result = agent_result(status)
+        if status.get('placed') and verify.stamp_matches(self.job.stamp_path, self.dest):
+            changed = self.apply_attributes(True)
+            self.exit(changed, msg='downloaded and verified', **result)
+        error = status.get('error') or 'agent %s before completing' % status.get('state', 'exited')
+        self.fail(error, **result)
+
+    # -- state=seeding --------------------------------------------------
+    def seeding(self):
+        pid = self.job.running_pid()
+        if pid is not None:
+            self.exit(False, pid=pid, **agent_result(self.job.read_status()))
+        if not os.path.isfile(self.dest):
+            self.fail('file to seed %s does not exist' % self.dest)
+        if os.path.getsize(self.dest) != verify.content_size(self.ti):
+            self.fail('file to seed %s has %d bytes, the torrent describes %d'
+                      % (self.dest, os.path.getsize(self.dest), verify.content_size(self.ti)))
+        if self.module.check_mode:
+            self.exit(True, status='absent', msg='would start seeding')
+        pid = self.start_agent(seed=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            status = self.job.read_status()
+            if status.get('state') == 'seeding':
+                self.exit(True, pid=pid, **agent_result(status))
+            if status.get('state') == 'failed' or not self.job.is_agent(pid):
+                self.fail('seeding agent failed: %s' % (status.get('error') or self.job.log_tail()),
+                          **agent_result(status))
+            time.sleep(0.2)
+        self.job.stop(pid)
+        self.fail('seeding agent did not start within 30 s: %s' % self.job.log_tail())
+
+    # -- state=stopped --------------------------------------------------
+    def stopped(self):
+        pid = self.job.running_pid()
+        if pid is None:
+            self.exit(False, **agent_result(self.job.read_status()))
+        if self.module.check_mode:
+            self.exit(True, pid=pid, msg='would stop the agent')
+        self.job.stop(pid)
+        self.exit(True, **agent_result(self.job.read_status()))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            torrent=dict(type='path', required=True),
+            dest=dict(type='path', required=True),
+            state=dict(type='str', default='present', choices=['present', 'seeding', 'stopped']),
+            wait=dict(type='bool', default=True),
+            timeout=dict(type='int', default=1800),
+            lifetime=dict(type='int', default=7200),
+            linger=dict(type='int', default=300),
+            tracker_grace=dict(type='int', default=60),
+            peer_name=dict(type='str'),
+            run_id=dict(type='str'),
+            upload_rate_limit=dict(type='int', default=0),
+            download_rate_limit=dict(type='int', default=0),
+            listen_port=dict(type='int', default=0),
+            listen_address=dict(type='str', default='0.0.0.0'),
+            state_dir=dict(type='path', default='/var/lib/p2p-swarm'),
+            python=dict(type='path'),
+        ),
+        add_file_common_args=True,
+        supports_check_mode=True,
+    )
+    if lt is None:
+        module.fail_json(msg=missing_required_lib('libtorrent') + ' (interpreter: %s)' % sys.executable,
+                         exception=str(LIBTORRENT_IMPORT_ERROR))
+    if not os.path.isfile(module.params['torrent']):
+        module.fail_json(msg='torrent file %s does not exist' % module.params['torrent'])
+    if module.params['state'] == 'present':
+        check_dest(module, os.path.abspath(module.params['dest']))
+    fetch = Fetch(module)
+    getattr(fetch, module.params['state'])()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,40 @@
+from urllib.parse import parse_qs, urlsplit
+
+import libtorrent as lt
+
+from ansible_collections.p2p.swarm.plugins.module_utils import agent
+
+
+def test_settings_never_call_out_and_fit_a_private_swarm():
+    settings = agent.session_settings({'listen_port': 7001})
+    for key in ('enable_dht', 'enable_lsd', 'enable_upnp', 'enable_natpmp',
+                'enable_outgoing_utp', 'enable_incoming_utp'):
+        assert settings[key] is False, key
+    assert settings['dht_bootstrap_nodes'] == ''
+    assert settings['allow_multiple_connections_per_ip'] is True
+    assert settings['min_announce_interval'] <= 2
+    assert settings['unchoke_slots_limit'] >= 32
+    assert settings['listen_interfaces'] == '0.0.0.0:7001'
+
+
+def test_libtorrent_accepts_every_setting():
+    settings = agent.session_settings({'upload_rate': 1000, 'listen_address': '127.0.0.1'})
+    session = lt.session(dict(settings, listen_interfaces='127.0.0.1:0'))
+    applied = session.get_settings()
+    for key, value in settings.items():
+        if key in ('listen_interfaces', 'user_agent'):
+            continue
+        assert applied[key] == value, key
+    assert applied['upload_rate_limit'] == 1000
+
+
+def test_tracker_url_gets_the_host_name():
+    url = agent.tracker_url_for('http://10.0.0.2:6969/announce', 'web-01')
+    assert parse_qs(urlsplit(url).query) == {'p2p_host': ['web-01']}
+    url = agent.tracker_url_for('http://t/announce?key=1', 'h')
+    assert parse_qs(urlsplit(url).query) == {'key': ['1'], 'p2p_host': ['h']}
+    assert agent.tracker_url_for('udp://t:80', 'h') == 'udp://t:80'
+
+
+def test_part_file_is_hidden_beside_dest():
+    assert agent.part_name('/srv/app/pkg.tar.gz') == '.pkg.tar.gz.p2p-part'
