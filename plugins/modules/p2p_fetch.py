@@ -268,10 +268,12 @@ def numeric_mode(mode):
         return None
 
 
-def agent_result(status):
+def agent_result(status, pid=None):
     keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error')
     result = dict((k, status[k]) for k in keys if status.get(k) is not None)
     result['status'] = status.get('state', 'absent')
+    if pid is not None:
+        result['pid'] = pid
     return result
 
 
@@ -337,7 +339,7 @@ class Fetch(object):
             check_space(self.module, self.dest, verify.content_size(self.ti))
             pid = self.start_agent(seed=False)
         if not self.params['wait']:
-            self.exit(True, pid=pid, **agent_result(self.job.read_status()))
+            self.exit(True, **agent_result(self.job.read_status(), pid))
         return self.wait_for(pid)
 
     def dest_holds_content(self):
@@ -379,7 +381,7 @@ class Fetch(object):
     def seeding(self):
         pid = self.job.running_pid()
         if pid is not None:
-            self.exit(False, pid=pid, **agent_result(self.job.read_status()))
+            self.exit(False, **agent_result(self.job.read_status(), pid))
         if not os.path.isfile(self.dest):
             self.fail('file to seed %s does not exist' % self.dest)
         if os.path.getsize(self.dest) != verify.content_size(self.ti):
@@ -392,7 +394,7 @@ class Fetch(object):
         while time.time() < deadline:
             status = self.job.read_status()
             if status.get('state') == 'seeding':
-                self.exit(True, pid=pid, **agent_result(status))
+                self.exit(True, **agent_result(status, pid))
             if status.get('state') == 'failed' or not self.job.is_agent(pid):
                 self.fail('seeding agent failed: %s' % (status.get('error') or self.job.log_tail()),
                           **agent_result(status))

@@ -1,0 +1,160 @@
+"""The distribute playbook end to end on a lab of real sshd hosts.
+
+Ten hosts (P2P_LAB_HOSTS), every link shaped, forks smaller than the host
+count, the collection built and installed with ansible-galaxy, libtorrent
+installed on each host from a wheel pushed by the peer role.
+"""
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+
+from helpers import WHEEL_DIR, ansible_env, describe, install_collection, run_playbook
+
+pytestmark = pytest.mark.lab
+
+SIZE = 20 * 1024 * 1024
+DEST = '/srv/payload.bin'
+FORKS = 3
+
+
+@pytest.fixture(scope='module')
+def env(lab, tmp_path_factory):
+    base = tmp_path_factory.mktemp('ansible')
+    os.makedirs(base / 'tmp', exist_ok=True)
+    return ansible_env(install_collection(str(base)), str(base))
+
+
+@pytest.fixture(scope='module')
+def payload(lab):
+    """A random file where the seed host can read it (shared part of the tree)."""
+    data_dir = os.path.join(lab.workdir, 'data')
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, 'payload.bin')
+    with open(path, 'wb') as handle:
+        handle.write(os.urandom(SIZE))
+    with open(path, 'rb') as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    return path, digest
+
+
+def common_vars(payload_path, **extra):
+    values = {'file': payload_path, 'dest': DEST, 'p2p_wheel_dir': WHEEL_DIR}
+    values.update(extra)
+    return values
+
+
+def peers(lab):
+    return [h for h in lab.hosts if lab.group(h) == 'peers']
+
+
+def host_sha256(lab, host, path=DEST):
+    proc = lab.exec(host, ['sha256sum', path])
+    return proc.stdout.split()[0] if proc.returncode == 0 else 'missing: ' + proc.stderr.strip()
+
+
+def rx_bytes(lab, host):
+    return int(lab.exec(host, ['cat', '/sys/class/net/eth0/statistics/rx_bytes']).stdout)
+
+
+def agent_statuses(lab, host):
+    """status.json of every job on the host, read from its private state dir."""
+    found = []
+    root = os.path.join(lab.host_dir(host) + '/var/lib/p2p-swarm')
+    for dirpath, _dirs, files in os.walk(root):
+        if 'status.json' in files and 'job.json' in files:
+            with open(os.path.join(dirpath, 'status.json')) as handle:
+                found.append(json.load(handle))
+    return found
+
+
+def swarm_processes(lab):
+    """Agent or tracker processes anywhere on the machine (lab hosts share the pid space)."""
+    out = subprocess.run(['ps', '-eo', 'pid,args'], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if ('/agent.py ' in line or '/tracker.py ' in line) and 'ps -eo' not in line]
+
+
+def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
+    path, digest = payload
+    # A download limit keeps each host busy for ~10 s, far longer than it
+    # takes to start every agent, so the overlap check below is not a race.
+    proc = run_playbook(lab, env, FORKS, common_vars(path, p2p_download_rate_limit=2 * 1024 * 1024))
+    assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert proc.recap[host]['failed'] == 0 and proc.recap[host]['changed'] > 0, describe(proc)
+        assert host_sha256(lab, host) == digest, host
+        st = lab.exec(host, ['stat', '-c', '%a', DEST]).stdout.strip()
+        assert st == '644', (host, st)
+        leftovers = lab.exec(host, ['ls', '-A', '/srv']).stdout.split()
+        assert leftovers == ['payload.bin'], (host, leftovers)
+    # Concurrency does not depend on forks: every agent was running before
+    # the first host finished, although only 3 hosts were handled at a time.
+    statuses = [s for h in peers(lab) for s in agent_statuses(lab, h)]
+    assert len(statuses) == len(peers(lab))
+    last_start = max(s['started_at'] for s in statuses)
+    first_done = min(s['placed_at'] for s in statuses)
+    assert last_start < first_done, (last_start, first_done)
+    # Pieces came from the peers, not only from the seed.
+    assert sum(s['uploaded'] for s in statuses) > SIZE, [s['uploaded'] for s in statuses]
+    assert 'hosts done' in proc.stdout
+    assert swarm_processes(lab) == []
+
+
+def test_second_run_changes_nothing_and_moves_no_bytes(lab, env, payload):
+    path, digest = payload
+    before = {h: rx_bytes(lab, h) for h in peers(lab)}
+    inode = {h: lab.exec(h, ['stat', '-c', '%i %Y', DEST]).stdout for h in peers(lab)}
+    proc = run_playbook(lab, env, FORKS, common_vars(path))
+    assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert proc.recap[host]['changed'] == 0 and proc.recap[host]['failed'] == 0, describe(proc)
+        assert lab.exec(host, ['stat', '-c', '%i %Y', DEST]).stdout == inode[host]
+        # ssh and module transfer only: far less than the 20 MiB file.
+        assert rx_bytes(lab, host) - before[host] < SIZE // 10, host
+    assert swarm_processes(lab) == []
+
+
+def test_missing_file_is_named_with_the_seeder_host(lab, env, payload):
+    proc = run_playbook(lab, env, FORKS, common_vars('/nonexistent/pkg.tar.gz', dest='/srv/other.bin'))
+    assert proc.returncode != 0
+    assert 'file /nonexistent/pkg.tar.gz does not exist on seed' in proc.stdout, describe(proc)
+    for host in peers(lab):
+        assert lab.exec(host, ['test', '-e', '/srv/other.bin']).returncode != 0
+
+
+def test_unreachable_tracker_fails_each_host_and_leaves_no_file(lab, env, payload):
+    path, _ = payload
+    # The seed host's address, a port nothing listens on: refused at once, all on the lab.
+    proc = run_playbook(lab, env, FORKS, common_vars(
+        path, dest='/srv/unreachable.bin', p2p_tracker_url='http://10.231.0.2:9/announce',
+        p2p_tracker_grace=8, p2p_timeout=60))
+    assert proc.returncode != 0
+    for host in peers(lab):
+        assert proc.recap[host]['failed'] == 1, describe(proc)
+        assert lab.exec(host, ['test', '-e', '/srv/unreachable.bin']).returncode != 0
+    assert 'tracker unreachable' in proc.stdout, describe(proc)
+    assert swarm_processes(lab) == []
+
+
+def test_host_that_cannot_write_dest_fails_alone(lab, env, payload):
+    path, digest = payload
+    bad = peers(lab)[2]
+    for host in peers(lab):
+        lab.exec(host, ['mkdir', '-p', '/srv/ro'])
+    # A read-only mount on one host: root cannot write there either.
+    assert lab.exec(bad, ['mount', '-t', 'tmpfs', '-o', 'ro,size=64m', 'tmpfs', '/srv/ro']).returncode == 0
+    try:
+        proc = run_playbook(lab, env, FORKS, common_vars(path, dest='/srv/ro/payload.bin'))
+    finally:
+        lab.exec(bad, ['umount', '/srv/ro'])
+    assert proc.returncode != 0
+    assert proc.recap[bad]['failed'] == 1, describe(proc)
+    assert 'Read-only file system' in proc.stdout, describe(proc)
+    for host in peers(lab):
+        if host != bad:
+            assert proc.recap[host]['failed'] == 0, describe(proc)
+            assert host_sha256(lab, host, '/srv/ro/payload.bin') == digest
+    assert swarm_processes(lab) == []
