@@ -1,0 +1,44 @@
+"""The `lab` fixture: one lab of namespace hosts for the whole test session.
+
+Size and rate come from P2P_LAB_HOSTS (default 10) and P2P_LAB_RATE
+(default 50mbit); P2P_LAB_DIR moves the lab's files. Tests that use the
+fixture are marked `lab` automatically (select with -m lab / -m 'not lab').
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lab'))
+import lab as p2p_lab  # noqa: E402  (tests/lab/lab.py, stdlib only)
+
+
+def lab_settings():
+    return {
+        'n': int(os.environ.get('P2P_LAB_HOSTS', '10')),
+        'rate': os.environ.get('P2P_LAB_RATE', p2p_lab.DEFAULT_RATE),
+        'workdir': os.environ.get('P2P_LAB_DIR', p2p_lab.DEFAULT_DIR),
+    }
+
+
+def require_root():
+    if os.geteuid() != 0:
+        pytest.skip('the lab needs root (network namespaces, veths, tc, mounts)')
+
+
+@pytest.fixture(scope='session')
+def lab():
+    """A running p2p_lab.Lab: seed + P2P_LAB_HOSTS peers; always torn down."""
+    require_root()
+    the_lab = p2p_lab.Lab(**lab_settings())
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()      # raises (an error in teardown) if anything is left
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if 'lab' in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.lab)
