@@ -1,0 +1,954 @@
+# -*- coding: utf-8 -*-
+# Copyright: p2p.swarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small HTTP BitTorrent tracker for a private swarm (standard library only).
+
+It ships in module_utils so it travels with the collection, and the
+p2p_tracker module writes this very file to disk and runs it as a script:
+
+    python3 tracker.py --bind 0.0.0.0 --port 6969 --state-dir DIR [--interval 2]
+
+Endpoints: /announce (BEP 3, compact peers BEP 23, peers6 BEP 7), /scrape
+(BEP 48), /status.json (per-peer progress for the controller), /metrics
+(Prometheus text) and / (a live HTML view of the swarm).
+
+Only info-hashes listed in <state-dir>/torrents.json are served; the file is
+re-read when it changes, which is how the module registers torrents.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import errno
+import io
+import ipaddress
+import json
+import os
+import random
+import re
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import unquote_to_bytes
+
+DEFAULT_INTERVAL = 2
+EXPIRY_MARGIN = 5          # seconds of slack on top of 3 x interval before a peer expires
+RELOAD_EVERY = 0.5         # seconds between checks of torrents.json
+FORGET_AFTER = 86400       # stopped/expired records are dropped after this long
+SWEEP_EVERY = 60
+DEFAULT_NUMWANT = 50
+MAX_NUMWANT = 200
+MAX_INT = 2 ** 63 - 1
+MAX_PARAMS = 256           # query parameters per request (scrape may repeat info_hash)
+MAX_HOSTNAME = 255
+MAX_PEERS_PER_TORRENT = 20000
+MAX_HEAD = 16384           # request line + headers, bytes
+HEAD_DEADLINE = 10.0       # a client gets this long to send its request, in total
+SOCKET_TIMEOUT = 5.0
+MAX_CONNECTIONS = 512
+REGISTRATION_FILE = 'torrents.json'
+EVENTS = ('', 'started', 'completed', 'stopped', 'paused')
+
+_HEX_RE = re.compile(r'\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z')
+_NUMBER_RE = re.compile(rb'\A[0-9]{1,19}\Z')
+_BAD_PERCENT_RE = re.compile(r'%(?![0-9A-Fa-f]{2})')
+_QUERY_CHARS_RE = re.compile(r'\A[\x21-\x7e]*\Z')
+
+
+def log(message):
+    sys.stderr.write('p2p-tracker: %s\n' % message)
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- bencoding
+
+def bencode(value):
+    """Encode int, bytes, str, list and dict (keys sorted as raw bytes)."""
+    out = []
+    _bencode(value, out)
+    return b''.join(out)
+
+
+def _bencode(value, out):
+    if isinstance(value, bool):
+        raise TypeError('cannot bencode a bool')
+    if isinstance(value, int):
+        out.append(b'i%de' % value)
+    elif isinstance(value, (bytes, str)):
+        if isinstance(value, str):
+            value = value.encode('utf-8')
+        out.append(b'%d:' % len(value))
+        out.append(value)
+    elif isinstance(value, (list, tuple)):
+        out.append(b'l')
+        for item in value:
+            _bencode(item, out)
+        out.append(b'e')
+    elif isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            items.append((key.encode('utf-8') if isinstance(key, str) else key, item))
+        out.append(b'd')
+        for key, item in sorted(items):
+            _bencode(key, out)
+            _bencode(item, out)
+        out.append(b'e')
+    else:
+        raise TypeError('cannot bencode %r' % type(value))
+
+
+def failure(reason):
+    return bencode({'failure reason': reason})
+
+
+# ------------------------------------------------------------ query parsing
+
+class BadRequest(Exception):
+    """A malformed request: answered with a bencoded failure reason."""
+
+
+def parse_query(query):
+    """Split a raw query string into {name: [raw byte values]}.
+
+    urllib's parse_qs decodes to text, but info_hash and peer_id are raw
+    bytes, so values are unquoted to bytes here, strictly.
+    """
+    if not _QUERY_CHARS_RE.match(query):
+        raise BadRequest('invalid characters in query')
+    if _BAD_PERCENT_RE.search(query):
+        raise BadRequest('invalid percent-encoding')
+    params = {}
+    count = 0
+    for part in query.split('&'):
+        if not part:
+            continue
+        count += 1
+        if count > MAX_PARAMS:
+            raise BadRequest('too many parameters')
+        name, _sep, value = part.partition('=')
+        try:
+            name = unquote_to_bytes(name.replace('+', ' ')).decode('ascii')
+        except UnicodeDecodeError:
+            raise BadRequest('invalid parameter name')
+        params.setdefault(name, []).append(unquote_to_bytes(value.replace('+', ' ')))
+    return params
+
+
+def _single(params, name, required=True):
+    values = params.get(name)
+    if not values:
+        if required:
+            raise BadRequest('missing %s' % name)
+        return None
+    if len(values) > 1:
+        raise BadRequest('%s given more than once' % name)
+    return values[0]
+
+
+def _number(params, name, low=0, high=MAX_INT, default=None):
+    raw = _single(params, name, required=default is None)
+    if raw is None:
+        return default
+    if not _NUMBER_RE.match(raw):
+        raise BadRequest('invalid %s' % name)
+    value = int(raw)
+    if value < low or value > high:
+        raise BadRequest('%s out of range' % name)
+    return value
+
+
+def normalize_ip(text):
+    """Return the canonical text form of an IP address (IPv4-mapped -> IPv4)."""
+    addr = ipaddress.ip_address(text.split('%', 1)[0])
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+def parse_announce(query, client_ip):
+    """Validate an announce query; return a dict of typed fields."""
+    params = parse_query(query)
+    info_hash = _single(params, 'info_hash')
+    if len(info_hash) != 20:
+        raise BadRequest('info_hash must be 20 bytes')
+    peer_id = _single(params, 'peer_id')
+    if len(peer_id) != 20:
+        raise BadRequest('peer_id must be 20 bytes')
+    req = {
+        'info_hash': info_hash,
+        'peer_id': peer_id,
+        'port': _number(params, 'port', 1, 65535),
+        'uploaded': _number(params, 'uploaded'),
+        'downloaded': _number(params, 'downloaded'),
+        'left': _number(params, 'left'),
+        'numwant': min(_number(params, 'numwant', default=DEFAULT_NUMWANT), MAX_NUMWANT),
+        'compact': _number(params, 'compact', 0, 1, default=1) == 1,
+        'no_peer_id': _number(params, 'no_peer_id', 0, 1, default=0) == 1,
+    }
+    event = _single(params, 'event', required=False) or b''
+    try:
+        event = event.decode('ascii')
+    except UnicodeDecodeError:
+        raise BadRequest('invalid event')
+    if event not in EVENTS:
+        raise BadRequest('invalid event')
+    req['event'] = event
+    ip = _single(params, 'ip', required=False)
+    try:
+        req['ip'] = normalize_ip(ip.decode('ascii') if ip else client_ip)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest('invalid ip')
+    host = _single(params, 'p2p_host', required=False)
+    if host is not None:
+        try:
+            host = host.decode('utf-8').strip()
+        except UnicodeDecodeError:
+            raise BadRequest('invalid p2p_host')
+        if len(host) > MAX_HOSTNAME or any(ord(c) < 32 or ord(c) == 127 for c in host):
+            raise BadRequest('invalid p2p_host')
+    req['host'] = host or None
+    return req
+
+
+def parse_scrape(query):
+    params = parse_query(query)
+    hashes = params.get('info_hash', [])
+    for value in hashes:
+        if len(value) != 20:
+            raise BadRequest('info_hash must be 20 bytes')
+    return hashes
+
+
+# ---------------------------------------------------------------- registry
+
+def hash_key(hex_hash):
+    """The 20 bytes a client announces: the v1 hash, or a v2 hash truncated."""
+    return bytes.fromhex(hex_hash)[:20]
+
+
+def parse_registrations(data):
+    """Turn the torrents.json document into [(hexes, name, size)].
+
+    Entries that do not validate are skipped (and reported) rather than
+    failing the whole file, so one bad line cannot take the tracker down.
+    """
+    if not isinstance(data, dict):
+        raise ValueError('top level must be an object')
+    result = []
+    for hex_hash, entry in data.items():
+        hex_hash = str(hex_hash).lower()
+        entry = entry if isinstance(entry, dict) else {}
+        if not _HEX_RE.match(hex_hash):
+            log('ignoring registration %r: not a 40 or 64 hex digit info-hash' % hex_hash)
+            continue
+        hexes = [hex_hash]
+        aliases = entry.get('aliases') or []
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        for alias in aliases if isinstance(aliases, list) else []:
+            alias = str(alias).lower()
+            if _HEX_RE.match(alias) and alias not in hexes:
+                hexes.append(alias)
+        name = entry.get('name')
+        size = entry.get('size')
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            size = None
+        result.append((hexes, str(name) if name else '', size))
+    return result
+
+
+class Peer:
+    __slots__ = ('peer_id', 'host', 'ip', 'port', 'left', 'uploaded', 'downloaded',
+                 'state', 'first_seen', 'last_seen', 'completed_at')
+
+    def __init__(self, now):
+        self.peer_id = b''
+        self.host = None
+        self.ip = ''
+        self.port = 0
+        self.left = 0
+        self.uploaded = 0
+        self.downloaded = 0
+        self.state = 'downloading'
+        self.first_seen = now
+        self.last_seen = now
+        self.completed_at = None
+
+
+class Torrent:
+    def __init__(self, hexes, name, size):
+        self.hexes = list(hexes)
+        self.name = name
+        self.size = size
+        self.peers = {}       # identity -> Peer; identity is the host name, else the peer id
+        self.downloaded = 0   # completions seen, for scrape
+
+    @property
+    def primary(self):
+        return self.hexes[0]
+
+
+class Swarm:
+    """All tracker state; every public method takes the lock."""
+
+    def __init__(self, state_dir, interval=DEFAULT_INTERVAL, clock=time.time, ttl=None):
+        self.state_dir = state_dir
+        self.interval = int(interval)
+        self.ttl = ttl if ttl is not None else 3 * self.interval + EXPIRY_MARGIN
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.torrents = {}    # primary hex -> Torrent
+        self.by_key = {}      # 20-byte announced hash -> Torrent
+        self.announces = {'ok': 0, 'unregistered': 0, 'malformed': 0, 'error': 0}
+        self.scrapes = 0
+        self.started = clock()
+        self._reg_signature = False   # never equal to a real stat signature
+        self._reg_checked = None
+        self._last_sweep = time.monotonic()
+        self._maybe_reload(force=True)
+
+    # -- registrations
+
+    def _maybe_reload(self, force=False):
+        now = time.monotonic()
+        if not force and self._reg_checked is not None and now - self._reg_checked < RELOAD_EVERY:
+            return
+        self._reg_checked = now
+        path = os.path.join(self.state_dir, REGISTRATION_FILE)
+        try:
+            st = os.stat(path)
+            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            log('cannot stat %s: %s' % (path, exc))
+            return
+        if signature == self._reg_signature:
+            return
+        self._reg_signature = signature
+        if signature is None:
+            entries = []
+        else:
+            try:
+                with open(path, 'rb') as handle:
+                    entries = parse_registrations(json.loads(handle.read().decode('utf-8')))
+            except (OSError, ValueError) as exc:
+                # Keep serving what we had; try again once the file changes.
+                log('ignoring unreadable %s: %s' % (path, exc))
+                return
+        self._apply_registrations(entries)
+
+    def _apply_registrations(self, entries):
+        torrents, by_key, reused = {}, {}, set()
+        for hexes, name, size in entries:
+            keys = [hash_key(h) for h in hexes]
+            merged = next((by_key[k] for k in keys if k in by_key), None)
+            if merged is not None:
+                # Another entry names the same torrent (v1 and v2 forms of a hybrid).
+                for hex_hash in hexes:
+                    if hex_hash not in merged.hexes:
+                        merged.hexes.append(hex_hash)
+                torrent = merged
+            else:
+                old = next((self.by_key[k] for k in keys if k in self.by_key
+                            and id(self.by_key[k]) not in reused), None)
+                if old is not None:
+                    reused.add(id(old))   # keep its peers across the reload
+                    old.hexes, old.name, old.size = list(hexes), name, size
+                    torrent = old
+                else:
+                    torrent = Torrent(hexes, name, size)
+                torrents[torrent.primary] = torrent
+            for key in keys:
+                by_key.setdefault(key, torrent)
+        self.torrents, self.by_key = torrents, by_key
+
+    # -- peers
+
+    def _state(self, peer, now):
+        if peer.state == 'stopped':
+            return 'stopped'
+        if now - peer.last_seen > self.ttl:
+            return 'expired'
+        return 'complete' if peer.left == 0 else 'downloading'
+
+    def _counts(self, torrent, now):
+        complete = incomplete = 0
+        for peer in torrent.peers.values():
+            state = self._state(peer, now)
+            if state == 'complete':
+                complete += 1
+            elif state == 'downloading':
+                incomplete += 1
+        return complete, incomplete
+
+    def _sweep(self, now):
+        """Forget long-gone peers so memory stays bounded."""
+        mono = time.monotonic()
+        if mono - self._last_sweep < SWEEP_EVERY:
+            return
+        self._last_sweep = mono
+        for torrent in self.torrents.values():
+            for ident, peer in list(torrent.peers.items()):
+                if self._state(peer, now) in ('stopped', 'expired') and now - peer.last_seen > FORGET_AFTER:
+                    del torrent.peers[ident]
+
+    def _make_room(self, torrent, now):
+        inactive = [(peer.last_seen, ident) for ident, peer in torrent.peers.items()
+                    if self._state(peer, now) in ('stopped', 'expired')]
+        inactive.sort()
+        for _seen, ident in inactive[:max(1, len(torrent.peers) - MAX_PEERS_PER_TORRENT + 1)]:
+            del torrent.peers[ident]
+        return len(torrent.peers) < MAX_PEERS_PER_TORRENT
+
+    def announce(self, req):
+        """Record one announce and return the bencoded answer."""
+        with self.lock:
+            self._maybe_reload()
+            torrent = self.by_key.get(req['info_hash'])
+            if torrent is None:
+                self.announces['unregistered'] += 1
+                return failure('unregistered torrent')
+            now = self.clock()
+            self._sweep(now)
+            ident = req['host'] or req['peer_id']
+            peer = torrent.peers.get(ident)
+            previous_left = None
+            if peer is None:
+                if len(torrent.peers) >= MAX_PEERS_PER_TORRENT and not self._make_room(torrent, now):
+                    self.announces['error'] += 1
+                    return failure('too many peers')
+                peer = torrent.peers[ident] = Peer(now)
+            elif req['event'] == 'started' and self._state(peer, now) in ('stopped', 'expired'):
+                # A new session of a known host: its timings start over.
+                peer.first_seen = now
+                peer.completed_at = None
+            else:
+                previous_left = peer.left
+            peer.peer_id = req['peer_id']
+            peer.host = req['host']
+            peer.ip = req['ip']
+            peer.port = req['port']
+            peer.left = req['left']
+            peer.uploaded = req['uploaded']
+            peer.downloaded = req['downloaded']
+            peer.last_seen = now
+            if req['event'] == 'stopped':
+                peer.state = 'stopped'
+            else:
+                peer.state = 'complete' if req['left'] == 0 else 'downloading'
+            if req['left'] > 0:
+                peer.completed_at = None
+            elif peer.completed_at is None:
+                peer.completed_at = now
+                # Count a download only when we saw it happen, not a seeder joining.
+                if req['event'] == 'completed' or (previous_left or 0) > 0:
+                    torrent.downloaded += 1
+            complete, incomplete = self._counts(torrent, now)
+            answer = {
+                'interval': self.interval,
+                'min interval': self.interval,
+                'complete': complete,
+                'incomplete': incomplete,
+                'downloaded': torrent.downloaded,
+            }
+            peers = []
+            if req['event'] != 'stopped' and req['numwant'] > 0:
+                for other in torrent.peers.values():
+                    if other is peer or self._state(other, now) not in ('complete', 'downloading'):
+                        continue
+                    if other.ip == peer.ip and other.port == peer.port:
+                        continue   # a stale record of the requester itself
+                    if peer.left == 0 and other.left == 0:
+                        continue   # seeders have nothing to give each other
+                    peers.append(other)
+                if len(peers) > req['numwant']:
+                    peers = random.sample(peers, req['numwant'])
+            self.announces['ok'] += 1
+        answer.update(_peer_lists(peers, req['compact'], req['no_peer_id']))
+        return bencode(answer)
+
+    def count(self, result):
+        with self.lock:
+            self.announces[result] += 1
+
+    def scrape(self, hashes):
+        with self.lock:
+            self._maybe_reload()
+            self.scrapes += 1
+            now = self.clock()
+            if not hashes:
+                hashes = [hash_key(t.primary) for t in self.torrents.values()]
+            files = {}
+            for key in hashes:
+                torrent = self.by_key.get(key)
+                if torrent is None:
+                    continue
+                complete, incomplete = self._counts(torrent, now)
+                files[key] = {'complete': complete, 'incomplete': incomplete,
+                              'downloaded': torrent.downloaded}
+        return bencode({'files': files, 'flags': {'min_request_interval': self.interval}})
+
+    def status(self):
+        """The JSON-able view of every registered torrent and its peers."""
+        with self.lock:
+            self._maybe_reload()
+            now = self.clock()
+            torrents = {}
+            for torrent in self.torrents.values():
+                complete, incomplete = self._counts(torrent, now)
+                peers = []
+                for peer in torrent.peers.values():
+                    peers.append({
+                        'host': peer.host,
+                        'ip': peer.ip,
+                        'port': peer.port,
+                        'peer_id': peer.peer_id.hex(),
+                        'left': peer.left,
+                        'uploaded': peer.uploaded,
+                        'downloaded': peer.downloaded,
+                        'state': self._state(peer, now),
+                        'first_seen': peer.first_seen,
+                        'last_seen': peer.last_seen,
+                        'completed_at': peer.completed_at,
+                    })
+                peers.sort(key=lambda p: (p['host'] or '', p['ip'], p['port']))
+                torrents[torrent.primary] = {
+                    'name': torrent.name or torrent.primary,
+                    'size': torrent.size,
+                    'info_hashes': list(torrent.hexes),
+                    'complete': complete,
+                    'incomplete': incomplete,
+                    'downloaded': torrent.downloaded,
+                    'peers': peers,
+                }
+            return {'torrents': torrents, 'time': now, 'interval': self.interval,
+                    'peer_ttl': self.ttl, 'pid': os.getpid()}
+
+    def metrics(self):
+        """Prometheus text exposition."""
+        with self.lock:
+            self._maybe_reload()
+            now = self.clock()
+            lines = [
+                '# HELP p2p_tracker_announces_total Announce requests answered, by result.',
+                '# TYPE p2p_tracker_announces_total counter',
+            ]
+            for result in sorted(self.announces):
+                lines.append('p2p_tracker_announces_total{result="%s"} %d' % (result, self.announces[result]))
+            lines += [
+                '# HELP p2p_tracker_scrapes_total Scrape requests answered.',
+                '# TYPE p2p_tracker_scrapes_total counter',
+                'p2p_tracker_scrapes_total %d' % self.scrapes,
+                '# HELP p2p_tracker_torrents_registered Info-hashes this tracker serves.',
+                '# TYPE p2p_tracker_torrents_registered gauge',
+                'p2p_tracker_torrents_registered %d' % len(self.torrents),
+                '# HELP p2p_tracker_peers Peers known per torrent, by state.',
+                '# TYPE p2p_tracker_peers gauge',
+            ]
+            downloads = ['# HELP p2p_tracker_downloads_total Completed downloads seen per torrent.',
+                         '# TYPE p2p_tracker_downloads_total counter']
+            for torrent in sorted(self.torrents.values(), key=lambda t: t.primary):
+                counts = dict.fromkeys(('downloading', 'complete', 'stopped', 'expired'), 0)
+                for peer in torrent.peers.values():
+                    counts[self._state(peer, now)] += 1
+                labels = 'info_hash="%s",name="%s"' % (torrent.primary, _label(torrent.name))
+                for state in sorted(counts):
+                    lines.append('p2p_tracker_peers{%s,state="%s"} %d' % (labels, state, counts[state]))
+                downloads.append('p2p_tracker_downloads_total{%s} %d' % (labels, torrent.downloaded))
+            lines += downloads
+            lines += [
+                '# HELP p2p_tracker_uptime_seconds Seconds since the tracker started.',
+                '# TYPE p2p_tracker_uptime_seconds gauge',
+                'p2p_tracker_uptime_seconds %.3f' % (now - self.started),
+            ]
+        return '\n'.join(lines) + '\n'
+
+
+def _label(value):
+    return value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+
+def _peer_lists(peers, compact, no_peer_id):
+    if not compact:
+        result = []
+        for peer in peers:
+            item = {'ip': peer.ip, 'port': peer.port}
+            if not no_peer_id:
+                item['peer id'] = peer.peer_id
+            result.append(item)
+        return {'peers': result}
+    v4, v6 = [], []
+    for peer in peers:
+        packed = ipaddress.ip_address(peer.ip).packed + peer.port.to_bytes(2, 'big')
+        (v4 if len(packed) == 6 else v6).append(packed)
+    answer = {'peers': b''.join(v4)}
+    if v6:
+        answer['peers6'] = b''.join(v6)
+    return answer
+
+
+# ---------------------------------------------------------------- HTTP side
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = 'p2p-tracker/1'
+    sys_version = ''
+    protocol_version = 'HTTP/1.0'   # one request per connection: nothing idles on a thread
+    default_request_version = 'HTTP/1.0'   # errors always get a status line, even for junk
+    timeout = SOCKET_TIMEOUT
+
+    def handle(self):
+        self.close_connection = True
+        self.request_version = 'HTTP/1.0'
+        self.requestline = ''
+        self.command = None
+        try:
+            head = self._read_head()
+        except (socket.timeout, OSError):
+            return
+        if head is None:
+            return
+        line_end = head.find(b'\n') + 1
+        self.raw_requestline = head[:line_end]
+        self._socket_rfile = self.rfile
+        self.rfile = io.BytesIO(head[line_end:])   # parse_request reads headers from here
+        if not self.parse_request():
+            return
+        self.close_connection = True
+        if self.command not in ('GET', 'HEAD'):
+            self.send_error(405)
+            return
+        self._dispatch()
+
+    def _read_head(self):
+        """Read request line and headers within MAX_HEAD bytes and HEAD_DEADLINE."""
+        sock = self.connection
+        deadline = time.monotonic() + HEAD_DEADLINE
+        buf = b''
+        try:
+            while True:
+                ends = [i + n for i, n in ((buf.find(b'\r\n\r\n'), 4), (buf.find(b'\n\n'), 2)) if i >= 0]
+                if ends and min(ends) <= MAX_HEAD:
+                    return buf[:min(ends)]
+                if len(buf) > MAX_HEAD:
+                    line_end = buf.find(b'\n')
+                    if line_end < 0 or line_end > MAX_HEAD:
+                        self.send_error(414)
+                    else:
+                        self.send_error(431)
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                sock.settimeout(min(remaining, SOCKET_TIMEOUT))
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                buf += chunk
+        finally:
+            sock.settimeout(SOCKET_TIMEOUT)
+
+    def finish(self):
+        BaseHTTPRequestHandler.finish(self)
+        rfile = getattr(self, '_socket_rfile', None)
+        if rfile is not None:
+            rfile.close()
+
+    def _dispatch(self):
+        swarm = self.server.swarm
+        path, _sep, query = self.path.partition('?')
+        try:
+            if path == '/announce':
+                try:
+                    req = parse_announce(query, self.client_address[0])
+                except BadRequest as exc:
+                    swarm.count('malformed')
+                    body = failure(str(exc))
+                else:
+                    body = swarm.announce(req)
+                self._send(200, 'text/plain', body)
+            elif path == '/scrape':
+                try:
+                    body = swarm.scrape(parse_scrape(query))
+                except BadRequest as exc:
+                    body = failure(str(exc))
+                self._send(200, 'text/plain', body)
+            elif path == '/status.json':
+                body = json.dumps(swarm.status(), sort_keys=True).encode('utf-8')
+                self._send(200, 'application/json', body)
+            elif path == '/metrics':
+                self._send(200, 'text/plain; version=0.0.4; charset=utf-8', swarm.metrics().encode('utf-8'))
+            elif path in ('/', '/index.html'):
+                self._send(200, 'text/html; charset=utf-8', PAGE.encode('utf-8'))
+            else:
+                self.send_error(404)
+        except Exception as exc:  # one bad request must never take the server down
+            log('error answering %s: %s: %s' % (path[:100], type(exc).__name__, exc))
+            if path in ('/announce', '/scrape'):
+                if path == '/announce':
+                    swarm.count('error')
+                self._send(200, 'text/plain', failure('internal tracker error'))
+            else:
+                self._send(500, 'text/plain', b'internal tracker error\n')
+
+    def _send(self, code, ctype, body):
+        self.send_response(code)
+        self.send_header('Content-Type', ctype)
+        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Cache-Control', 'no-store')
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(body)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        pass   # no per-request logging
+
+
+class _Server(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, swarm, max_connections=MAX_CONNECTIONS):
+        self.address_family = socket.AF_INET6 if ':' in address[0] else socket.AF_INET
+        self.swarm = swarm
+        self._slots = threading.BoundedSemaphore(max_connections)
+        HTTPServer.__init__(self, address, _Handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind resolves the bind address with getfqdn(), a
+        # DNS lookup that can hang on an isolated network: skip it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)   # too many open connections: drop this one
+            return
+        try:
+            socketserver.ThreadingMixIn.process_request(self, request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (socket.timeout, ConnectionError)):
+            log('error with client %s: %s: %s' % (client_address[0], type(exc).__name__, exc))
+
+
+class TrackerServer:
+    """The tracker on a socket, served from a background thread.
+
+    Used in-process by tests (port=0 picks a free port) and by main().
+    """
+
+    def __init__(self, state_dir, bind='127.0.0.1', port=0, interval=DEFAULT_INTERVAL,
+                 clock=time.time, ttl=None, max_connections=MAX_CONNECTIONS, poll_interval=0.5):
+        self.swarm = Swarm(state_dir, interval, clock=clock, ttl=ttl)
+        self.httpd = _Server((bind, port), self.swarm, max_connections)
+        self.bind = bind
+        self.port = self.httpd.server_address[1]
+        self._poll_interval = poll_interval   # how fast stop() is noticed
+        self._thread = None
+
+    @property
+    def base_url(self):
+        host = {'0.0.0.0': '127.0.0.1', '::': '::1', '': '127.0.0.1'}.get(self.bind, self.bind)
+        if ':' in host:
+            host = '[%s]' % host
+        return 'http://%s:%d' % (host, self.port)
+
+    def start(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': self._poll_interval},
+                                        name='p2p-tracker', daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(10)
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='HTTP BitTorrent tracker for a private swarm')
+    parser.add_argument('--bind', default='0.0.0.0')
+    parser.add_argument('--port', type=int, default=6969)
+    parser.add_argument('--state-dir', required=True)
+    parser.add_argument('--interval', type=int, default=DEFAULT_INTERVAL)
+    args = parser.parse_args(argv)
+    if args.interval < 1:
+        parser.error('--interval must be at least 1')
+    if not 0 <= args.port <= 65535:
+        parser.error('--port must be between 0 and 65535')
+    os.makedirs(args.state_dir, exist_ok=True)
+    try:
+        server = TrackerServer(args.state_dir, args.bind, args.port, args.interval, poll_interval=0.2)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            log('cannot listen: port %d already in use on %s' % (args.port, args.bind))
+        else:
+            log('cannot listen on %s:%d: %s' % (args.bind, args.port, exc))
+        return 2
+    stop = threading.Event()
+
+    def _on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server.start()
+    log('started pid %d on %s:%d, state dir %s, interval %ds'
+        % (os.getpid(), args.bind, server.port, args.state_dir, args.interval))
+    while not stop.is_set():
+        stop.wait(1.0)
+    server.stop()
+    log('stopped pid %d' % os.getpid())
+    return 0
+
+
+PAGE = r'''<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>p2p swarm</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h2 { margin-bottom: .2em; }
+.summary { color: #555; margin-bottom: .6em; }
+table { border-collapse: collapse; margin-bottom: 2em; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #e4e4e4; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.bar { width: 220px; height: 10px; background: #eee; }
+.bar div { height: 100%; background: #3a8; }
+tr.stopped .bar div { background: #c33; }
+tr.expired .bar div { background: #ca3; }
+tr.stopped td, tr.expired td { color: #777; }
+#error { color: #b00; }
+</style>
+</head>
+<body>
+<h1>p2p swarm</h1>
+<div id="error"></div>
+<div id="swarms">loading...</div>
+<script>
+"use strict";
+// Rates come from successive samples of each peer's progress, per host.
+var samples = {};
+
+function bytes(n) {
+  var units = ["B", "kB", "MB", "GB", "TB"], i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return n.toFixed(i ? 1 : 0) + " " + units[i];
+}
+
+function cell(row, text, cls) {
+  var td = document.createElement("td");
+  td.textContent = text;
+  if (cls) { td.className = cls; }
+  row.appendChild(td);
+  return td;
+}
+
+function done(peer, size) {
+  if (size) { return Math.max(0, size - peer.left); }
+  return peer.downloaded;
+}
+
+function percent(peer, size) {
+  if (peer.left === 0) { return 100; }
+  var total = size || (peer.downloaded + peer.left);
+  return total ? Math.max(0, Math.min(100, 100 * done(peer, size) / total)) : 0;
+}
+
+function rate(key, peer, size) {
+  var d = done(peer, size), s = samples[key];
+  if (!s) { samples[key] = {t: peer.last_seen, d: d, r: 0}; return 0; }
+  if (peer.last_seen > s.t) {
+    s.r = Math.max(0, (d - s.d) / (peer.last_seen - s.t));
+    s.t = peer.last_seen; s.d = d;
+  }
+  return peer.state === "downloading" ? s.r : 0;
+}
+
+function render(status) {
+  var root = document.getElementById("swarms");
+  var hashes = Object.keys(status.torrents).sort();
+  root.textContent = hashes.length ? "" : "no torrents registered";
+  hashes.forEach(function (hash) {
+    var t = status.torrents[hash], total = 0, finished = 0, pct = 0;
+    var h2 = document.createElement("h2");
+    h2.textContent = t.name;
+    root.appendChild(h2);
+    var summary = document.createElement("div");
+    summary.className = "summary";
+    root.appendChild(summary);
+    var table = document.createElement("table");
+    var head = table.insertRow();
+    ["host", "ip", "state", "progress", "%", "rate", "uploaded", "downloaded", "last seen"].forEach(function (h) {
+      var th = document.createElement("th"); th.textContent = h; head.appendChild(th);
+    });
+    t.peers.forEach(function (p) {
+      var name = p.host || (p.ip + ":" + p.port);
+      var r = rate(hash + "/" + name, p, t.size), pc = percent(p, t.size);
+      total += r; pct += pc;
+      if (p.left === 0) { finished++; }
+      var row = table.insertRow();
+      row.className = p.state;
+      cell(row, name);
+      cell(row, p.ip + ":" + p.port);
+      cell(row, p.state);
+      var bar = document.createElement("div"), fill = document.createElement("div");
+      bar.className = "bar"; fill.style.width = pc.toFixed(1) + "%"; bar.appendChild(fill);
+      cell(row, "").appendChild(bar);
+      cell(row, pc.toFixed(1), "n");
+      cell(row, bytes(r) + "/s", "n");
+      cell(row, bytes(p.uploaded), "n");
+      cell(row, bytes(p.downloaded), "n");
+      cell(row, Math.max(0, status.time - p.last_seen).toFixed(0) + " s ago", "n");
+    });
+    summary.textContent = finished + "/" + t.peers.length + " hosts done, " +
+      (t.peers.length ? (pct / t.peers.length).toFixed(1) : "0.0") + "%, " +
+      bytes(total) + "/s aggregate, " + t.complete + " seeding, " + t.incomplete + " downloading" +
+      (t.size ? ", size " + bytes(t.size) : "");
+    root.appendChild(table);
+  });
+}
+
+function tick() {
+  fetch("status.json", {cache: "no-store"})
+    .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
+    .then(function (s) { document.getElementById("error").textContent = ""; render(s); })
+    .catch(function (e) { document.getElementById("error").textContent = "tracker unreachable: " + e; })
+    .then(function () { setTimeout(tick, 1000); });
+}
+tick();
+</script>
+</body>
+</html>
+'''
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,501 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: p2p.swarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: p2p_tracker
+short_description: Run the swarm's private BitTorrent tracker and register torrents on it
+version_added: 0.1.0
+description:
+  - Starts or stops a small HTTP BitTorrent tracker (announce, scrape, JSON status,
+    Prometheus metrics and a live HTML page) as a detached process on the target host.
+  - The tracker only serves info-hashes registered with it. Registrations live in
+    C(<state_dir>/torrents.json); the running tracker picks up changes within a second,
+    and this module waits until the tracker reports them before returning.
+  - The tracker is a standard-library-only Python script written into O(state_dir);
+    the target needs Python 3 and nothing else. No systemd is needed or used.
+  - A running tracker whose port, bind address, interval, interpreter or script
+    differ from what the task asks for is restarted.
+author:
+  - p2p.swarm contributors (@p2p-swarm)
+options:
+  state:
+    description:
+      - V(started) installs the tracker script, starts the tracker unless it already runs,
+        and registers O(info_hashes).
+      - V(stopped) stops the tracker if it runs. Registrations are left as they are.
+    type: str
+    choices: [started, stopped]
+    default: started
+  port:
+    description: TCP port the tracker listens on.
+    type: int
+    default: 6969
+  bind_address:
+    description:
+      - Address the tracker listens on. V(0.0.0.0) means every IPv4 address;
+        an IPv6 address (for example V(::)) makes it listen on IPv6.
+    type: str
+    default: 0.0.0.0
+  state_dir:
+    description:
+      - Directory holding the tracker script, its pidfile, log file and C(torrents.json).
+      - Created when missing.
+    type: path
+    default: /var/lib/p2p-swarm/tracker
+  interval:
+    description:
+      - Announce interval (and minimum interval) in seconds handed to clients.
+      - Short intervals let the controller see progress quickly; peers that
+        have not announced for 3 x O(interval) + 5 seconds are considered gone.
+    type: int
+    default: 2
+  info_hashes:
+    description:
+      - Torrents to register. Each item is either an info-hash as a hex string
+        (40 hex digits for a v1 or hybrid torrent, 64 for a v2 torrent), or a
+        dictionary with the keys C(info_hash) (required), C(info_hash_v2) (optional,
+        the v2 hash of a hybrid torrent, so both announce forms land in one swarm),
+        C(name) and C(size) (bytes, used for progress percentages).
+      - A v2 hash also accepts announces made with its first 20 bytes, as
+        BitTorrent v2 clients send them to trackers.
+      - Merged with what is already registered unless O(exclusive=true).
+      - Ignored when O(state=stopped).
+    type: list
+    elements: raw
+    default: []
+  exclusive:
+    description:
+      - When V(true), the registrations become exactly O(info_hashes) and every other
+        registered torrent is dropped (its peers are forgotten by the tracker).
+    type: bool
+    default: false
+  python:
+    description:
+      - Python 3 interpreter that runs the tracker.
+      - Defaults to the interpreter running this module.
+    type: path
+notes:
+  - The tracker logs one line when it starts and one when it stops to C(<state_dir>/tracker.log).
+  - Status is served at C(/status.json), metrics at C(/metrics) and a live page at C(/).
+  - Supports check mode, reporting whether the tracker would be started, restarted or
+    stopped and whether registrations would change.
+attributes:
+  check_mode:
+    description: Whether the task can run with C(--check) and report what it would change.
+    support: full
+  diff_mode:
+    description: Whether the task can show a diff with C(--diff).
+    support: none
+  action_group:
+    description: Defaults can be set for it with C(group/p2p.swarm.swarm) in C(module_defaults).
+    support: full
+    membership:
+      - p2p.swarm.swarm
+seealso:
+  - module: p2p.swarm.p2p_wait
+'''
+
+EXAMPLES = r'''
+- name: Start the tracker and register a torrent
+  p2p.swarm.p2p_tracker:
+    state: started
+    port: 6969
+    info_hashes:
+      - info_hash: "{{ torrent.info_hash }}"
+        name: app-1.2.tar.gz
+        size: "{{ torrent.size }}"
+  register: tracker
+
+- name: Register a bare info-hash and drop every other registration
+  p2p.swarm.p2p_tracker:
+    info_hashes:
+      - 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b
+    exclusive: true
+
+- name: Watch the swarm in a browser
+  ansible.builtin.debug:
+    msg: "open http://{{ inventory_hostname }}:{{ tracker.port }}/"
+
+- name: Stop the tracker
+  p2p.swarm.p2p_tracker:
+    state: stopped
+'''
+
+RETURN = r'''
+pid:
+  description: Process id of the running tracker, or null when it is stopped.
+  returned: always
+  type: int
+  sample: 41234
+started:
+  description: Whether this task started (or restarted) the tracker.
+  returned: always
+  type: bool
+  sample: true
+port:
+  description: Port the tracker listens on.
+  returned: always
+  type: int
+  sample: 6969
+bind_address:
+  description: Address the tracker listens on.
+  returned: always
+  type: str
+  sample: 0.0.0.0
+announce_path:
+  description: Path part of the announce URL, to append to C(http://<tracker address>:<port>).
+  returned: always
+  type: str
+  sample: /announce
+url:
+  description:
+    - Announce URL. Its host part is O(bind_address), or this host's name when the
+      tracker listens on every address; build your own from RV(port) and RV(announce_path)
+      when peers must use another address.
+  returned: always
+  type: str
+  sample: http://tracker01:6969/announce
+status_url:
+  description: URL of the JSON status, with the same host part as RV(url).
+  returned: always
+  type: str
+  sample: http://tracker01:6969/status.json
+local_status_url:
+  description: URL of the JSON status as reached from the tracker host itself.
+  returned: always
+  type: str
+  sample: http://127.0.0.1:6969/status.json
+registered:
+  description: Info-hashes registered after this task (hex, sorted; v2 forms of hybrids included).
+  returned: always
+  type: list
+  elements: str
+  sample: [9f86d081884c7d659a2feaa0c55ad015a3bf4f1b]
+added:
+  description: Info-hashes this task registered (or would register in check mode).
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Info-hashes this task dropped because of O(exclusive).
+  returned: always
+  type: list
+  elements: str
+state_dir:
+  description: The tracker's state directory.
+  returned: always
+  type: str
+  sample: /var/lib/p2p-swarm/tracker
+log_file:
+  description: Path of the tracker log.
+  returned: always
+  type: str
+  sample: /var/lib/p2p-swarm/tracker/tracker.log
+'''
+
+import errno
+import json
+import os
+import platform
+import re
+import socket
+import sys
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+from ansible_collections.p2p.swarm.plugins.module_utils import daemon
+from ansible_collections.p2p.swarm.plugins.module_utils import tracker
+
+HEX_RE = re.compile(r'\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z')
+STARTUP_TIMEOUT = 10.0
+WILDCARDS = ('0.0.0.0', '::', '')
+
+
+class TrackerError(Exception):
+    pass
+
+
+def normalize_registrations(items):
+    """Validate the info_hashes option into {hex: {"name", "size", "aliases"?}}."""
+    result = {}
+    for index, item in enumerate(items or []):
+        where = 'info_hashes[%d]' % index
+        if isinstance(item, str):
+            item = {'info_hash': item, '_bare': True}
+        if not isinstance(item, dict):
+            raise TrackerError('%s must be a hex string or a dictionary' % where)
+        unknown = set(item) - set(('info_hash', 'info_hash_v2', 'name', 'size', '_bare'))
+        if unknown:
+            raise TrackerError('%s has unknown keys: %s' % (where, ', '.join(sorted(unknown))))
+        hex_hash = str(item.get('info_hash') or '').strip().lower()
+        if not HEX_RE.match(hex_hash):
+            raise TrackerError('%s: %r is not a 40 or 64 hex digit info-hash' % (where, item.get('info_hash')))
+        entry = {'name': str(item.get('name') or ''), 'size': None}
+        size = item.get('size')
+        if size not in (None, ''):
+            try:
+                size = int(size)
+            except (TypeError, ValueError):
+                size = -1
+            if size < 0:
+                raise TrackerError('%s: size must be a non-negative integer' % where)
+            entry['size'] = size
+        v2 = str(item.get('info_hash_v2') or '').strip().lower()
+        if v2:
+            if len(v2) != 64 or not HEX_RE.match(v2):
+                raise TrackerError('%s: info_hash_v2 must be 64 hex digits' % where)
+            if v2 != hex_hash:
+                entry['aliases'] = [v2]
+        if item.get('_bare'):
+            entry['_bare'] = True
+        result[hex_hash] = entry
+    return result
+
+
+def merge_registrations(current, wanted, exclusive):
+    """Return the new torrents.json content. A bare hash keeps an existing entry."""
+    merged = {} if exclusive else dict(current)
+    for hex_hash, entry in wanted.items():
+        if entry.pop('_bare', False) and hex_hash in current:
+            merged[hex_hash] = current[hex_hash]
+        else:
+            merged[hex_hash] = entry
+    return merged
+
+
+def all_hashes(registrations):
+    """Every hex form the tracker will serve for these registrations."""
+    hashes = set(registrations)
+    for entry in registrations.values():
+        if isinstance(entry, dict) and isinstance(entry.get('aliases'), list):
+            hashes.update(str(alias) for alias in entry['aliases'])
+    return sorted(h for h in hashes if HEX_RE.match(h))
+
+
+def load_registrations(path):
+    try:
+        with open(path, 'r') as handle:
+            data = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            raw = handle.read()
+    except (IOError, OSError):
+        return None
+    return [arg.decode('utf-8', 'replace') for arg in raw.split(b'\0')[:-1]]
+
+
+def script_is_current(path):
+    import inspect
+    try:
+        with open(path, 'r') as handle:
+            return handle.read() == inspect.getsource(tracker)
+    except (IOError, OSError):
+        return False
+
+
+def probe_bind(bind, port):
+    """Raise TrackerError when (bind, port) cannot be listened on."""
+    family = socket.AF_INET6 if ':' in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise TrackerError('port %d already in use on %s' % (port, platform.node()))
+        raise TrackerError('cannot listen on %s:%d on %s: %s' % (bind, port, platform.node(), exc.strerror or exc))
+    finally:
+        sock.close()
+
+
+def local_base(bind, port):
+    host = {'0.0.0.0': '127.0.0.1', '::': '::1', '': '127.0.0.1'}.get(bind, bind)
+    return 'http://%s:%d' % ('[%s]' % host if ':' in host else host, port)
+
+
+def fetch_status(url, timeout=2.0):
+    response = open_url(url, timeout=timeout, use_proxy=False, validate_certs=False)
+    try:
+        return json.loads(response.read().decode('utf-8'))
+    finally:
+        response.close()
+
+
+def log_tail(path, offset, limit=2000):
+    try:
+        with open(path, 'rb') as handle:
+            handle.seek(offset)
+            return handle.read()[-limit:].decode('utf-8', 'replace').strip()
+    except (IOError, OSError):
+        return ''
+
+
+def has_exited(pid, marker):
+    """True once our child is gone.
+
+    Right after exec, /proc/<pid>/cmdline reads empty for a moment (which
+    daemon.is_running takes for "not ours"), so an empty one means "starting".
+    """
+    try:
+        with open('/proc/%d/stat' % pid, 'r') as handle:
+            if handle.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                return True
+    except (IOError, OSError, IndexError):
+        return True
+    cmdline = read_cmdline(pid)
+    if cmdline is None:
+        return True
+    return bool(cmdline) and marker not in cmdline
+
+
+def wait_until_serving(pid, marker, status_url, log_path, log_offset, port, want_hashes, timeout):
+    """Poll status.json until our own process answers and lists want_hashes."""
+    deadline = time.time() + timeout
+    last_error = 'no answer'
+    while time.time() < deadline:
+        if has_exited(pid, marker):
+            tail = log_tail(log_path, log_offset)
+            if 'already in use' in tail:
+                raise TrackerError('port %d already in use on %s' % (port, platform.node()))
+            raise TrackerError('tracker exited at start: %s' % (tail or 'no output'))
+        try:
+            status = fetch_status(status_url)
+        except Exception as exc:  # connection refused while it starts up, etc.
+            last_error = str(exc)
+        else:
+            if status.get('pid') != pid:
+                raise TrackerError('another process answers on %s (pid %s, expected %d)'
+                                   % (status_url, status.get('pid'), pid))
+            served = set()
+            for entry in (status.get('torrents') or {}).values():
+                served.update(entry.get('info_hashes') or [])
+            missing = set(want_hashes) - served
+            if not missing:
+                return
+            last_error = 'registrations not loaded yet: %s' % ', '.join(sorted(missing))
+        time.sleep(0.1)
+    raise TrackerError('tracker (pid %d) did not answer on %s within %d s: %s'
+                       % (pid, status_url, timeout, last_error))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type='str', default='started', choices=['started', 'stopped']),
+            port=dict(type='int', default=6969),
+            bind_address=dict(type='str', default='0.0.0.0'),
+            state_dir=dict(type='path', default='/var/lib/p2p-swarm/tracker'),
+            interval=dict(type='int', default=2),
+            info_hashes=dict(type='list', elements='raw', default=[]),
+            exclusive=dict(type='bool', default=False),
+            python=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    port, bind, state_dir = p['port'], p['bind_address'], p['state_dir']
+    if not 1 <= port <= 65535:
+        module.fail_json(msg='port must be between 1 and 65535, got %d' % port)
+    if p['interval'] < 1:
+        module.fail_json(msg='interval must be at least 1 second')
+
+    script = os.path.join(state_dir, 'tracker.py')
+    pidfile = os.path.join(state_dir, 'tracker.pid')
+    log_path = os.path.join(state_dir, 'tracker.log')
+    reg_path = os.path.join(state_dir, tracker.REGISTRATION_FILE)
+    public_host = bind if bind not in WILDCARDS else platform.node()
+    public_base = 'http://%s:%d' % ('[%s]' % public_host if ':' in public_host else public_host, port)
+    local_status_url = local_base(bind, port) + '/status.json'
+
+    pid = daemon.read_pidfile(pidfile, script)
+    current = load_registrations(reg_path)
+    result = dict(
+        changed=False, started=False, pid=pid, port=port, bind_address=bind,
+        announce_path='/announce', url=public_base + '/announce',
+        status_url=public_base + '/status.json', local_status_url=local_status_url,
+        registered=all_hashes(current), added=[], removed=[],
+        state_dir=state_dir, log_file=log_path,
+    )
+
+    if p['state'] == 'stopped':
+        if pid is not None:
+            result['changed'] = True
+            if not module.check_mode:
+                daemon.stop(pid, script)
+                try:
+                    os.unlink(pidfile)
+                except OSError:
+                    pass
+        result['pid'] = None
+        module.exit_json(**result)
+
+    try:
+        wanted = normalize_registrations(p['info_hashes'])
+    except TrackerError as exc:
+        module.fail_json(msg=str(exc), **result)
+    merged = merge_registrations(current, wanted, p['exclusive'])
+    regs_changed = merged != current
+    before, after = set(all_hashes(current)), set(all_hashes(merged))
+    result.update(registered=sorted(after), added=sorted(after - before), removed=sorted(before - after))
+
+    python = p['python'] or sys.executable
+    argv = [python, '-I', script, '--bind', bind, '--port', str(port),
+            '--state-dir', state_dir, '--interval', str(p['interval'])]
+    restart = pid is not None and (read_cmdline(pid) != argv or not script_is_current(script))
+    start = pid is None or restart
+    result['changed'] = start or regs_changed
+    result['started'] = start
+    if module.check_mode:
+        module.exit_json(**result)
+
+    try:
+        if not os.path.isdir(state_dir):
+            os.makedirs(state_dir, 0o755)
+        if regs_changed:
+            daemon.write_atomic(reg_path, json.dumps(merged, indent=2, sort_keys=True) + '\n', mode=0o644)
+        daemon.install_script(tracker, script)
+        if restart:
+            daemon.stop(pid, script)
+        if start:
+            probe_bind(bind, port)
+            try:
+                log_offset = os.path.getsize(log_path)
+            except OSError:
+                log_offset = 0
+            pid = daemon.spawn(argv, pidfile, log_path)
+        else:
+            log_offset = 0
+        result['pid'] = pid
+        if start or regs_changed:
+            try:
+                wait_until_serving(pid, script, local_status_url, log_path, log_offset, port,
+                                   result['registered'], STARTUP_TIMEOUT)
+            except TrackerError:
+                if start:
+                    # Leave nothing half-started behind.
+                    daemon.stop(pid, script)
+                    result['pid'] = None
+                raise
+    except TrackerError as exc:
+        module.fail_json(msg=str(exc), **result)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg='cannot run the tracker in %s: %s' % (state_dir, exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
