@@ -86,13 +86,22 @@ def read_pidfile(pidfile, marker):
     return pid if is_running(pid, marker) else None
 
 
-def spawn(argv, pidfile, log_path, env=None):
-    """Start argv detached from the module: new session, stdio to log_path."""
+def spawn(argv, pidfile, log_path, env=None, marker=None):
+    """Start argv detached from the module: new session, stdio to log_path.
+
+    Returns once the new process shows marker (default: the last argument) in
+    its cmdline, or has exited: right after exec the cmdline reads empty for
+    a moment, and a caller checking then would think the process is gone.
+    """
     with open(os.devnull, 'rb') as devnull, open(log_path, 'ab') as log:
         proc = subprocess.Popen(
             argv, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
             close_fds=True, start_new_session=True, cwd='/', env=env)
     write_atomic(pidfile, '%d\n' % proc.pid, mode=0o644)
+    marker = marker or argv[-1]
+    deadline = time.time() + 5
+    while time.time() < deadline and proc.poll() is None and not is_running(proc.pid, marker):
+        time.sleep(0.01)
     return proc.pid
 
 

@@ -31,7 +31,7 @@ description:
   - If O(dest) already holds the content nothing is downloaded and the result
     is C(changed=false).
 author:
-  - p2p.swarm contributors
+  - p2p.swarm contributors (@p2p-swarm)
 requirements:
   - libtorrent (python bindings, 2.0 or later) for the interpreter running the module
 extends_documentation_fragment:

@@ -27,7 +27,7 @@ description:
   - Part of the p2p.swarm collection, which spreads big files over a private
     BitTorrent swarm. See M(p2p.swarm.p2p_fetch) for the download side.
 author:
-  - p2p.swarm contributors
+  - p2p.swarm contributors (@p2p-swarm)
 requirements:
   - Python bindings of libtorrent 2.0 or later (C(pip install libtorrent)) on the
     target host. libtorrent 1.2 can only make O(version=v1) torrents.
