@@ -157,7 +157,8 @@ class Agent(object):
         elif isinstance(alert, lt.tracker_reply_alert):
             self.announced_ok = True
         elif isinstance(alert, lt.tracker_error_alert):
-            self.last_tracker_error = alert.message()
+            url = alert.tracker_url().split('?', 1)[0]
+            self.last_tracker_error = '%s: %s' % (url, alert.error.message())
 
     def place(self):
         """Give the complete, hash-checked data its final name and attributes."""
