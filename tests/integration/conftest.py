@@ -1,7 +1,8 @@
 """The `lab` fixture: one lab of namespace hosts for the whole test session.
 
 Size and rate come from P2P_LAB_HOSTS (default 10) and P2P_LAB_RATE
-(default 50mbit); P2P_LAB_DIR moves the lab's files. Tests that use the
+(default 50mbit); P2P_LAB_DIR moves the lab's files; P2P_LAB_PREFIX and
+P2P_LAB_SUBNET (a /24 as 'a.b.c') let a second lab run beside the first. Tests that use the
 fixture are marked `lab` automatically (select with -m lab / -m 'not lab').
 """
 import os
@@ -18,6 +19,8 @@ def lab_settings():
         'n': int(os.environ.get('P2P_LAB_HOSTS', '10')),
         'rate': os.environ.get('P2P_LAB_RATE', p2p_lab.DEFAULT_RATE),
         'workdir': os.environ.get('P2P_LAB_DIR', p2p_lab.DEFAULT_DIR),
+        'prefix': os.environ.get('P2P_LAB_PREFIX', p2p_lab.DEFAULT_PREFIX),
+        'subnet': os.environ.get('P2P_LAB_SUBNET', p2p_lab.DEFAULT_SUBNET),
     }
 
 

@@ -129,7 +129,7 @@ def test_unreachable_tracker_fails_each_host_and_leaves_no_file(lab, env, payloa
     path, _ = payload
     # The seed host's address, a port nothing listens on: refused at once, all on the lab.
     proc = run_playbook(lab, env, FORKS, common_vars(
-        path, dest='/srv/unreachable.bin', p2p_tracker_url='http://10.231.0.2:9/announce',
+        path, dest='/srv/unreachable.bin', p2p_tracker_url='http://%s:9/announce' % lab.ip('seed'),
         p2p_tracker_grace=8, p2p_timeout=60))
     assert proc.returncode != 0
     for host in peers(lab):

@@ -50,13 +50,13 @@ def test_inventory_groups_and_vars(lab):
     assert inv['seeders']['hosts'] == ['seed']
     assert inv['peers']['hosts'] == lab.peers
     hostvars = inv['_meta']['hostvars']
-    assert hostvars['seed']['ansible_host'] == '10.231.0.2'
-    assert hostvars['h01']['ansible_host'] == '10.231.0.11'
+    assert hostvars['seed']['ansible_host'] == lab.ip('seed')
+    assert hostvars['h01']['ansible_host'] == lab.ip('h01')
     for h in lab.hosts:
         v = hostvars[h]
         assert v['ansible_python_interpreter'] == '/usr/bin/python3'
         assert v['p2p_seeder_host'] == 'seed'
-        assert v['p2p_tracker_address'] == '10.231.0.2'
+        assert v['p2p_tracker_address'] == lab.ip('seed')
         assert v['p2p_targets'] == 'peers'
 
 
