@@ -317,6 +317,17 @@ def wait_for_swarm(fetch, status_url, info_hash, hosts, timeout=3600.0, poll=1.0
     return build_result(snap, hosts, clock() - start, status_url, info_hash, timed_out, last_error)
 
 
+def summary_line(result):
+    """Per-host completion times after the wait, fastest first, and p50/p99/max."""
+    done = sorted((v['completed_at'], h) for h, v in result.get('per_host', {}).items()
+                  if v.get('completed_at') is not None)
+    if not done:
+        return None
+    return 'swarm %s: completed in p50 %.1f s, p99 %.1f s, max %.1f s after the wait began; per host: %s' % (
+        result.get('name'), result['p50'], result['p99'], result['max'],
+        ', '.join('%s %.1f s' % (h, t) for t, h in done))
+
+
 # ------------------------------------------------------------- the plugin
 
 def fetch_status(url, timeout):
@@ -366,6 +377,9 @@ class ActionModule(ActionBase):
         outcome = wait_for_swarm(fetch, url, args['info_hash'], hosts, timeout=timeout, poll=args['poll'],
                                  progress_every=args['progress_every'], size=args['size'],
                                  stale_grace=args['stale_grace'], emit=display.display)
+        summary = summary_line(outcome)
+        if summary:
+            display.display(summary)
         if self._task.check_mode and outcome.get('failed'):
             outcome.pop('failed')
             outcome['msg'] = 'check mode, not waiting: ' + outcome['msg']

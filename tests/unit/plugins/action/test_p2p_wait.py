@@ -354,3 +354,14 @@ def test_through_ansible_playbook(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'swarm play.bin: 1/1 hosts done, 100.0%' in proc.stdout
     assert 'ok=6' in proc.stdout and 'ignored=1' in proc.stdout
+
+
+def test_summary_line_lists_hosts_fastest_first():
+    from ansible_collections.p2p.swarm.plugins.action import p2p_wait
+    result = {'name': 'pkg', 'p50': 2.0, 'p99': 5.0, 'max': 5.0,
+              'per_host': {'h2': {'completed_at': 5.0}, 'h1': {'completed_at': 2.0},
+                           'h3': {'completed_at': None}}}
+    line = p2p_wait.summary_line(result)
+    assert line.startswith('swarm pkg: completed in p50 2.0 s, p99 5.0 s, max 5.0 s')
+    assert line.endswith('per host: h1 2.0 s, h2 5.0 s')
+    assert p2p_wait.summary_line({'per_host': {'h': {'completed_at': None}}}) is None
