@@ -277,16 +277,6 @@ def test_empty_file_fails_clearly(tmp_path, out):
     assert_failed(rc, result, stderr, 'no data')
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root reads every file')
-def test_unreadable_file_fails_clearly(tmp_path, src, out):
-    os.chmod(src, 0)
-    try:
-        rc, result, stderr = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
-    finally:
-        os.chmod(src, 0o644)
-    assert_failed(rc, result, stderr, src, 'permission denied')
-
-
 @pytest.mark.parametrize('exc, fragments', [
     (PermissionError(13, 'Permission denied', '/data/secret.bin'),
      ['cannot read /data/secret.bin on h1: permission denied for user']),
