@@ -81,7 +81,7 @@ def parse_rate(rate):
 def run(argv, stdin_text=None, check=True, timeout=60):
     """Run a command, raising LabError with its stderr when it fails."""
     proc = subprocess.run(argv, input=stdin_text, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LabError('%s failed (rc=%d): %s' % (
             shlex.join(argv), proc.returncode, proc.stderr.strip() or proc.stdout.strip()))
@@ -559,7 +559,7 @@ class Lab:
             out = p.communicate(timeout=60)[0]
             if p.returncode != 0:
                 failed.append('%s: rc=%d %s %s' % (h, p.returncode, out.strip(),
-                                                    _tail(self._sshd_file(h, '.log'))))
+                                                   _tail(self._sshd_file(h, '.log'))))
         if failed:
             raise LabError('sshd did not start on: ' + '; '.join(failed))
 
@@ -626,7 +626,8 @@ class Lab:
         kwargs.setdefault('text', True)
         kwargs.setdefault('timeout', 120)
         kwargs.setdefault('cwd', '/')
-        return subprocess.run(self.exec_argv(name, argv), **kwargs)
+        check = kwargs.pop('check', False)
+        return subprocess.run(self.exec_argv(name, argv), check=check, **kwargs)
 
     # down
 

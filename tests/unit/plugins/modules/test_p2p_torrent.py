@@ -51,7 +51,8 @@ def run(tmp_path, check_mode=False, **args):
     proc = subprocess.run(
         [sys.executable, '-m', MODULE],
         input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), timeout=120)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), timeout=120,
+        check=False)
     try:
         result = json.loads(proc.stdout.decode())
     except ValueError:
@@ -109,7 +110,7 @@ def test_first_run_writes_and_reports(tmp_path, src, out):
 
 
 def test_second_run_is_unchanged_and_does_not_touch_the_file(tmp_path, src, out):
-    rc, first, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
+    rc, first, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
     assert rc == 0 and first['changed'] is True
     before = os.stat(out)
     rc, second, stderr = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
@@ -127,13 +128,13 @@ def test_check_mode_computes_but_writes_nothing(tmp_path, src, out):
     assert not os.path.exists(out)
     assert os.listdir(os.path.dirname(out)) == []
     # The hash reported in check mode is the one a real run writes.
-    rc, real, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
+    rc, real, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
     assert real['info_hash'] == result['info_hash']
 
 
 def test_check_mode_on_up_to_date_dest_reports_no_change(tmp_path, src, out):
     run(tmp_path, path=src, dest=out, trackers=[TRACKER])
-    rc, result, _ = run(tmp_path, check_mode=True, path=src, dest=out, trackers=[TRACKER])
+    rc, result, dummy = run(tmp_path, check_mode=True, path=src, dest=out, trackers=[TRACKER])
     assert rc == 0 and result['changed'] is False
 
 
@@ -141,17 +142,17 @@ def test_check_mode_leaves_outdated_dest_alone(tmp_path, src, out):
     run(tmp_path, path=src, dest=out, trackers=[TRACKER])
     with open(out, 'rb') as handle:
         old = handle.read()
-    rc, result, _ = run(tmp_path, check_mode=True, path=src, dest=out, trackers=[TRACKER], version='v1')
+    rc, result, dummy = run(tmp_path, check_mode=True, path=src, dest=out, trackers=[TRACKER], version='v1')
     assert rc == 0 and result['changed'] is True and result['info_hash_v2'] is None
     with open(out, 'rb') as handle:
         assert handle.read() == old
 
 
 def test_changed_content_rewrites(tmp_path, src, out):
-    _, first, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
+    dummy, first, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
     with open(src, 'r+b') as handle:
         handle.write(b'X')
-    rc, second, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
+    rc, second, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
     assert rc == 0 and second['changed'] is True
     assert second['info_hash'] != first['info_hash']
     with open(out, 'rb') as handle:
@@ -159,8 +160,8 @@ def test_changed_content_rewrites(tmp_path, src, out):
 
 
 def test_new_tracker_rewrites_but_keeps_info_hash(tmp_path, src, out):
-    _, first, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
-    rc, second, _ = run(tmp_path, path=src, dest=out, trackers=['udp://10.0.0.9:6969'])
+    dummy, first, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER])
+    rc, second, dummy = run(tmp_path, path=src, dest=out, trackers=['udp://10.0.0.9:6969'])
     assert rc == 0 and second['changed'] is True
     assert second['info_hash'] == first['info_hash']
     assert second['trackers'] == ['udp://10.0.0.9:6969']
@@ -181,10 +182,10 @@ def test_options_reach_the_torrent(tmp_path, src, out):
 
 def test_mode_change_alone_is_a_change(tmp_path, src, out):
     run(tmp_path, path=src, dest=out, trackers=[TRACKER])
-    rc, result, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER], mode='u=rw,go=')
+    rc, result, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER], mode='u=rw,go=')
     assert rc == 0 and result['changed'] is True
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
-    rc, result, _ = run(tmp_path, path=src, dest=out, trackers=[TRACKER], mode='u=rw,go=')
+    rc, result, dummy = run(tmp_path, path=src, dest=out, trackers=[TRACKER], mode='u=rw,go=')
     assert rc == 0 and result['changed'] is False
 
 
