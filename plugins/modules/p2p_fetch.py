@@ -42,6 +42,7 @@ attributes:
     description: Reports whether O(dest) would be downloaded; starts no agent.
   diff_mode:
     support: none
+    description: Whether the task can show a diff with C(--diff).
 options:
   torrent:
     description: Path of the .torrent file on the managed host.
