@@ -30,6 +30,7 @@ MAX_STATUS_BYTES = 64 * 1024 * 1024
 RATE_WINDOW = 5.0          # seconds of samples behind the aggregate rate
 SLOWEST_SHOWN = 2
 NEVER = 'never announced'
+LOST_AFTER = 30.0         # seconds without an announce after which an expired host is gone
 
 ARGUMENT_SPEC = dict(
     status_url=dict(type='str', required=True),
@@ -123,12 +124,18 @@ def host_view(peer, size, wait_start, now, stale_grace):
         if peer.get('first_seen') is not None:
             view['download_seconds'] = round(max(0.0, completed - peer['first_seen']), 3)
         return view
+    stale = (peer.get('last_seen') or 0) < wait_start
     if tracker_state == 'stopped':
-        stale = (peer.get('last_seen') or 0) < wait_start
         final = not stale or now - wait_start >= stale_grace
         view.update(state='stopped', done=False, final=final)
         return view
-    # 'downloading', or 'expired' (lost contact, may come back): keep waiting.
+    if tracker_state == 'expired' and now - (peer.get('last_seen') or 0) >= LOST_AFTER \
+            and (not stale or now - wait_start >= stale_grace):
+        # Silent for LOST_AFTER seconds: its agent is gone (killed, host down)
+        # and sent no 'stopped'. Waiting longer would only run into the timeout.
+        view.update(state='lost', done=False, final=True)
+        return view
+    # 'downloading', or 'expired' for a short while (may come back): keep waiting.
     view.update(state=tracker_state, done=False, final=False)
     return view
 
@@ -151,7 +158,7 @@ def evaluate(status, info_hash, hosts, size=None, wait_start=None, stale_grace=6
         snap['hosts'][host] = view
         if view['done']:
             snap['complete'].append(host)
-        elif view['state'] == 'stopped' and view['final']:
+        elif view['state'] in ('stopped', 'lost') and view['final']:
             snap['stopped'].append(host)
         else:
             snap['pending'].append(host)

@@ -83,7 +83,23 @@ def test_evaluate_classifies_hosts():
     assert snap['done_bytes'] == 1000 + 500 + 400 + 400 + 0 + 200 + 1000
     # Once the grace has passed, the stale stop counts.
     later = pw.evaluate(make_status(peers, now=225.0), V1, hosts, wait_start=120.0, stale_grace=100)
-    assert later['stopped'] == ['h3', 'h4']
+    assert later['stopped'] == ['h3', 'h4', 'h6']
+    assert later['hosts']['h6']['state'] == 'lost'
+
+
+def test_expired_host_is_lost_after_a_silence():
+    """A killed agent sends no 'stopped': after LOST_AFTER s of silence it is final."""
+    silent = peer('h1', 600, state='expired', last_seen=150)
+    short = pw.evaluate(make_status([silent], now=150 + pw.LOST_AFTER - 1), V1, ['h1'], wait_start=120.0)
+    assert short['pending'] == ['h1'] and short['hosts']['h1']['state'] == 'expired'
+    long = pw.evaluate(make_status([silent], now=150 + pw.LOST_AFTER), V1, ['h1'], wait_start=120.0)
+    assert long['stopped'] == ['h1'] and long['finished']
+    assert long['hosts']['h1']['state'] == 'lost'
+    # An expired record from before the wait may be a host whose new agent has
+    # not announced yet: it gets the stale grace first.
+    old = peer('h1', 600, state='expired', last_seen=50)
+    snap = pw.evaluate(make_status([old], now=150), V1, ['h1'], wait_start=120.0, stale_grace=60)
+    assert snap['pending'] == ['h1']
 
 
 def test_completion_before_the_wait_counts_as_zero():
