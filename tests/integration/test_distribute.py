@@ -71,17 +71,18 @@ def agent_statuses(lab, host):
 
 
 def swarm_processes(lab):
-    """Agent or tracker processes anywhere on the machine (lab hosts share the pid space)."""
+    """Agents or trackers that the collection started, on any lab host or the
+    controller (lab hosts share the pid space); their scripts live in the state dir."""
     out = subprocess.run(['ps', '-eo', 'pid,args'], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()
-            if ('/agent.py ' in line or '/tracker.py ' in line) and 'ps -eo' not in line]
+            if '/var/lib/p2p-swarm/' in line and ('/agent.py ' in line or '/tracker.py ' in line)]
 
 
 def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
     path, digest = payload
-    # A download limit keeps each host busy for ~10 s, far longer than it
+    # A download limit keeps each host busy for ~20 s, far longer than it
     # takes to start every agent, so the overlap check below is not a race.
-    proc = run_playbook(lab, env, FORKS, common_vars(path, p2p_download_rate_limit=2 * 1024 * 1024))
+    proc = run_playbook(lab, env, FORKS, common_vars(path, p2p_download_rate_limit=1024 * 1024))
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert proc.recap[host]['failed'] == 0 and proc.recap[host]['changed'] > 0, describe(proc)
@@ -157,4 +158,18 @@ def test_host_that_cannot_write_dest_fails_alone(lab, env, payload):
         if host != bad:
             assert proc.recap[host]['failed'] == 0, describe(proc)
             assert host_sha256(lab, host, '/srv/ro/payload.bin') == digest
+    assert swarm_processes(lab) == []
+
+
+def test_controller_as_seeder(lab, env, payload):
+    """The common real setup: the file is on the controller, which seeds and runs the tracker."""
+    path, digest = payload
+    proc = run_playbook(lab, env, FORKS, common_vars(
+        path, dest='/srv/from-controller.bin', p2p_seeder_host='localhost',
+        p2p_tracker_address=lab.controller_ip, p2p_tracker_port=16969))
+    assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert proc.recap[host]['failed'] == 0, describe(proc)
+        assert host_sha256(lab, host, '/srv/from-controller.bin') == digest, host
+    assert 'localhost' not in proc.recap or proc.recap['localhost']['failed'] == 0
     assert swarm_processes(lab) == []
