@@ -35,6 +35,12 @@ TICK = 0.5  # seconds between status updates and alert polls
 SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
 
 
+STRIPE_EVERY = 0.2  # seconds between piece-priority updates while striping
+STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before striping gives up
+# The seeding agent's peer-id prefix, so download agents can tell the
+# original seeder from peers that finished (see StripePicker).
+SEED_FINGERPRINT = '-PS0001-'
+PEER_FINGERPRINT = '-PP0001-'
 def part_name(dest):
     """The hidden name beside dest that holds data until it is complete."""
     return '.%s.p2p-part' % os.path.basename(dest)
@@ -78,6 +84,13 @@ def session_settings(job):
         'user_agent': 'p2p.swarm-agent/libtorrent-%s' % (lt.__version__ if lt else '?'),
         'alert_mask': (lt.alert.category_t.error_notification
                        | lt.alert.category_t.status_notification
+        # Striping keeps some pieces unwanted for a while; a torrent whose
+        # wanted pieces are all in would otherwise drop its seed connections.
+        'close_redundant_connections': not job.get('stripe_count'),
+        # The tracker usually runs on the seeder's host: shutting the seeder
+        # out (an ip filter rule) must not cut the tracker off.
+        'apply_ip_filter_to_trackers': not job.get('stripe_count'),
+        'peer_fingerprint': SEED_FINGERPRINT if job.get('seed') else PEER_FINGERPRINT,
                        | lt.alert.category_t.storage_notification
                        | lt.alert.category_t.tracker_notification) if lt else 0,
     }
@@ -140,6 +153,77 @@ class Agent(object):
         params.flags |= lt.torrent_flags.override_trackers
         if self.seed:
             # The seeder's copy was just hashed by p2p_torrent; seed mode
+class StripePicker(object):
+    """Piece priorities that get each piece out of the seeder about once.
+
+    In a naive swarm every peer asks the seeder for the same rare pieces, so
+    the seeder uploads about twice the file and its uplink sets the pace.
+    Here download peer `index` of `count` owns a stripe, the pieces p with
+    p % count == index:
+
+    - it fetches its own stripe first (top priority); only the seeder has
+      those pieces at the start, so the seeder sends each piece to one peer;
+    - every other piece stays at priority 0 (not wanted) until some peer
+      other than the seeder holds it, then becomes normal priority and comes
+      from that peer (rarest first); a released piece stays released;
+    - once its own stripe is complete the peer takes no more data from the
+      seeder (update() says block_seeder; the agent shuts the seeder out),
+      since everything else is, or soon will be, at other peers.
+
+    Safety net: if the seeder is shut out and no new piece has arrived for
+    `stall` seconds (the owner of some stripe died or never started),
+    striping is given up for good: every piece gets normal priority and the
+    seeder is let back in, i.e. a plain swarm. Pure logic, no libtorrent.
+    """
+
+    OWN, RELEASED, HELD_BACK, NORMAL = 7, 1, 0, 4
+
+    def __init__(self, num_pieces, index, count, stall=STRIPE_STALL):
+        # More stripes than pieces would leave some peers an empty stripe.
+        count = max(1, min(int(count), int(num_pieces)))
+        self.num_pieces = int(num_pieces)
+        self.index = int(index) % count
+        self.count = count
+        self.stall = stall
+        self.own = [p for p in range(self.num_pieces) if p % count == self.index]
+        self.released = [p % count == self.index for p in range(self.num_pieces)]
+        self.active = True
+        self.applied = False          # the first update always returns priorities
+        self.have_count = -1
+        self.last_progress = None
+
+    def priorities(self):
+        if not self.active:
+            return [self.NORMAL] * self.num_pieces
+        own = set(self.own)
+        return [self.OWN if p in own else self.RELEASED if self.released[p] else self.HELD_BACK
+                for p in range(self.num_pieces)]
+
+    def update(self, have, held_elsewhere, now):
+        """One decision from what we have and what peers other than the seeder hold.
+
+        have, held_elsewhere: one bool per piece. Returns (priorities, block_seeder):
+        the new priority list, or None when nothing changed since the last call,
+        and whether the seeder must be shut out now.
+        """
+        if not self.active:
+            return None, False
+        changed = not self.applied
+        for piece, held in enumerate(held_elsewhere):
+            if held and not self.released[piece]:
+                self.released[piece] = True
+                changed = True
+        count = sum(1 for h in have if h)
+        if count != self.have_count:
+            self.have_count, self.last_progress = count, now
+        block = count < self.num_pieces and all(have[p] for p in self.own)
+        if block and now - self.last_progress >= self.stall:
+            self.active = False
+            return self.priorities(), False
+        self.applied = True
+        return (self.priorities() if changed else None), block
+
+
             # verifies each piece lazily the first time it is uploaded.
             params.flags |= lt.torrent_flags.seed_mode
         self.handle = self.session.add_torrent(params)
@@ -160,6 +244,9 @@ class Agent(object):
             url = alert.tracker_url().split('?', 1)[0]
             self.last_tracker_error = '%s: %s' % (url, alert.error.message())
 
+        self.picker = None            # StripePicker when the job asks for striping
+        self.seeder_shut_out = False
+        self.open_filter = None       # the ip filter from before the seeder was shut out
     def place(self):
         """Give the complete, hash-checked data its final name and attributes."""
         part = os.path.join(os.path.dirname(self.dest), part_name(self.dest))
@@ -186,6 +273,11 @@ class Agent(object):
                  'ino': st.st_ino, 'placed_at': self.placed_at}
         write_json_atomic(os.path.join(self.job['job_dir'], 'placed.json'), stamp)
 
+        elif int(self.job.get('stripe_count') or 0) > 1:
+            self.picker = StripePicker(ti.num_pieces(), self.job.get('stripe_index') or 0,
+                                       self.job['stripe_count'])
+            # Priorities from the first request on, not a moment after.
+            params.piece_priorities = self.picker.priorities()
     def fail(self, message, fatal_storage=False):
         if self.status['state'] == 'failed':
             return
@@ -260,12 +352,50 @@ class Agent(object):
 
     def write_status(self):
         self.status['updated_at'] = time.time()
+            self.steer_stripes()
         write_json_atomic(self.job['status_path'], self.status)
 
     def run(self):
         def request_stop(signum, frame):
             self.stop_requested = True
         signal.signal(signal.SIGTERM, request_stop)
+    def steer_stripes(self):
+        """Feed the StripePicker and apply what it decides."""
+        if self.picker is None or not self.picker.active:
+            return
+        seeders, others, seeder_connections = set(), set(), 0
+        for peer in self.handle.get_peer_info():
+            if peer.pid.to_bytes().startswith(SEED_FINGERPRINT.encode('ascii')):
+                seeders.add(peer.ip[0])
+                seeder_connections += 1
+            else:
+                others.add(peer.ip[0])
+        # Availability counts every connection to a peer that has the piece,
+        # seeds included; take the original seeder's connections off.
+        avail = self.handle.piece_availability()
+        held_elsewhere = [count > seeder_connections for count in avail] if avail else []
+        have = self.handle.status(lt.torrent_handle.query_pieces).pieces
+        priorities, shut_out = self.picker.update(have, held_elsewhere, time.time())
+        if priorities is not None:
+            self.handle.prioritize_pieces(priorities)
+        # An address shared with another peer (agents on one machine) is never shut out.
+        self.shut_out_seeder(seeders - others if shut_out else set())
+        self.status['striping'] = 'on' if self.picker.active else 'given up'
+
+    def shut_out_seeder(self, addresses):
+        """Refuse the seeder's address(es) (libtorrent drops the connection
+        at once), or let it back in when addresses is empty."""
+        if addresses and not self.seeder_shut_out:
+            self.open_filter = self.session.get_ip_filter()
+            closed = self.session.get_ip_filter()
+            for address in addresses:
+                closed.add_rule(address, address, 1)
+            self.session.set_ip_filter(closed)
+            self.seeder_shut_out = True
+        elif not addresses and self.seeder_shut_out and not self.picker.active:
+            self.session.set_ip_filter(self.open_filter)
+            self.seeder_shut_out = False
+
         signal.signal(signal.SIGINT, request_stop)
         try:
             self.start()
@@ -279,7 +409,7 @@ class Agent(object):
             self.write_status()
             reason = self.exit_reason()
             if reason is None:
-                time.sleep(TICK)
+                self.wait()
         if self.status['state'] not in ('failed',):
             self.status['state'] = 'done' if (self.seed or self.status['placed']) else 'stopped'
         self.status['exit_reason'] = reason
@@ -306,4 +436,14 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    def wait(self):
+        """Sleep until the next tick, waking early for any alert (download
+        finished, file renamed) so a host places its file without delay."""
+        striping = self.picker is not None and self.picker.active and self.status['state'] == 'downloading'
+        period = STRIPE_EVERY if striping else TICK
+        if self.session is not None:
+            self.session.wait_for_alert(int(period * 1000))
+        else:
+            time.sleep(period)
+
     sys.exit(main(sys.argv))
