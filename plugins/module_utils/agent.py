@@ -33,14 +33,14 @@ except ImportError:  # the module reports a missing libtorrent before starting u
 
 TICK = 0.5  # seconds between status updates and alert polls
 SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
-
-
 STRIPE_EVERY = 0.2  # seconds between piece-priority updates while striping
 STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before striping gives up
 # The seeding agent's peer-id prefix, so download agents can tell the
 # original seeder from peers that finished (see StripePicker).
 SEED_FINGERPRINT = '-PS0001-'
 PEER_FINGERPRINT = '-PP0001-'
+
+
 def part_name(dest):
     """The hidden name beside dest that holds data until it is complete."""
     return '.%s.p2p-part' % os.path.basename(dest)
@@ -82,8 +82,6 @@ def session_settings(job):
         'upload_rate_limit': int(job.get('upload_rate') or 0),
         'download_rate_limit': int(job.get('download_rate') or 0),
         'user_agent': 'p2p.swarm-agent/libtorrent-%s' % (lt.__version__ if lt else '?'),
-        'alert_mask': (lt.alert.category_t.error_notification
-                       | lt.alert.category_t.status_notification
         # Striping keeps some pieces unwanted for a while; a torrent whose
         # wanted pieces are all in would otherwise drop its seed connections.
         'close_redundant_connections': not job.get('stripe_count'),
@@ -91,6 +89,8 @@ def session_settings(job):
         # out (an ip filter rule) must not cut the tracker off.
         'apply_ip_filter_to_trackers': not job.get('stripe_count'),
         'peer_fingerprint': SEED_FINGERPRINT if job.get('seed') else PEER_FINGERPRINT,
+        'alert_mask': (lt.alert.category_t.error_notification
+                       | lt.alert.category_t.status_notification
                        | lt.alert.category_t.storage_notification
                        | lt.alert.category_t.tracker_notification) if lt else 0,
     }
@@ -113,46 +113,6 @@ def write_json_atomic(path, data):
     os.rename(tmp, path)
 
 
-class Agent(object):
-    """Drives one torrent from start to exit; see run() for the loop."""
-
-    def __init__(self, job):
-        self.job = job
-        self.seed = bool(job.get('seed'))
-        self.dest = job['dest']
-        self.started = time.time()
-        self.placed_at = None
-        self.swarm_done_since = None
-        self.announced_ok = False
-        self.last_tracker_error = None
-        self.stop_requested = False
-        self.status = {
-            'pid': os.getpid(), 'run_id': job.get('run_id'), 'state': 'starting',
-            'dest': self.dest, 'seed': self.seed, 'placed': False,
-            'error': None, 'started_at': self.started, 'progress': 0.0,
-        }
-        self.session = None
-        self.handle = None
-
-    # -- set-up ---------------------------------------------------------
-    def start(self):
-        self.session = lt.session(session_settings(self.job))
-        ti = lt.torrent_info(self.job['torrent'])
-        params = lt.add_torrent_params()
-        params.ti = ti
-        params.save_path = os.path.dirname(self.dest)
-        name = os.path.basename(self.dest) if self.seed else part_name(self.dest)
-        params.renamed_files = {0: name}
-        # Allocating the whole file up front turns "disk full" into one clear
-        # error at the start instead of a failure (or SIGBUS) mid-download.
-        params.storage_mode = lt.storage_mode_t.storage_mode_allocate
-        params.trackers = [tracker_url_for(t.url, self.job.get('peer_name'))
-                           for t in ti.trackers()]
-        params.flags &= ~lt.torrent_flags.auto_managed
-        params.flags &= ~lt.torrent_flags.paused
-        params.flags |= lt.torrent_flags.override_trackers
-        if self.seed:
-            # The seeder's copy was just hashed by p2p_torrent; seed mode
 class StripePicker(object):
     """Piece priorities that get each piece out of the seeder about once.
 
@@ -224,8 +184,56 @@ class StripePicker(object):
         return (self.priorities() if changed else None), block
 
 
+class Agent(object):
+    """Drives one torrent from start to exit; see run() for the loop."""
+
+    def __init__(self, job):
+        self.job = job
+        self.seed = bool(job.get('seed'))
+        self.dest = job['dest']
+        self.started = time.time()
+        self.placed_at = None
+        self.swarm_done_since = None
+        self.announced_ok = False
+        self.last_tracker_error = None
+        self.stop_requested = False
+        self.status = {
+            'pid': os.getpid(), 'run_id': job.get('run_id'), 'state': 'starting',
+            'dest': self.dest, 'seed': self.seed, 'placed': False,
+            'error': None, 'started_at': self.started, 'progress': 0.0,
+        }
+        self.session = None
+        self.handle = None
+        self.picker = None            # StripePicker when the job asks for striping
+        self.seeder_shut_out = False
+        self.open_filter = None       # the ip filter from before the seeder was shut out
+
+    # -- set-up ---------------------------------------------------------
+    def start(self):
+        self.session = lt.session(session_settings(self.job))
+        ti = lt.torrent_info(self.job['torrent'])
+        params = lt.add_torrent_params()
+        params.ti = ti
+        params.save_path = os.path.dirname(self.dest)
+        name = os.path.basename(self.dest) if self.seed else part_name(self.dest)
+        params.renamed_files = {0: name}
+        # Allocating the whole file up front turns "disk full" into one clear
+        # error at the start instead of a failure (or SIGBUS) mid-download.
+        params.storage_mode = lt.storage_mode_t.storage_mode_allocate
+        params.trackers = [tracker_url_for(t.url, self.job.get('peer_name'))
+                           for t in ti.trackers()]
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
+        params.flags |= lt.torrent_flags.override_trackers
+        if self.seed:
+            # The seeder's copy was just hashed by p2p_torrent; seed mode
             # verifies each piece lazily the first time it is uploaded.
             params.flags |= lt.torrent_flags.seed_mode
+        elif int(self.job.get('stripe_count') or 0) > 1:
+            self.picker = StripePicker(ti.num_pieces(), self.job.get('stripe_index') or 0,
+                                       self.job['stripe_count'])
+            # Priorities from the first request on, not a moment after.
+            params.piece_priorities = self.picker.priorities()
         self.handle = self.session.add_torrent(params)
 
     # -- events ---------------------------------------------------------
@@ -244,9 +252,6 @@ class StripePicker(object):
             url = alert.tracker_url().split('?', 1)[0]
             self.last_tracker_error = '%s: %s' % (url, alert.error.message())
 
-        self.picker = None            # StripePicker when the job asks for striping
-        self.seeder_shut_out = False
-        self.open_filter = None       # the ip filter from before the seeder was shut out
     def place(self):
         """Give the complete, hash-checked data its final name and attributes."""
         part = os.path.join(os.path.dirname(self.dest), part_name(self.dest))
@@ -273,11 +278,6 @@ class StripePicker(object):
                  'ino': st.st_ino, 'placed_at': self.placed_at}
         write_json_atomic(os.path.join(self.job['job_dir'], 'placed.json'), stamp)
 
-        elif int(self.job.get('stripe_count') or 0) > 1:
-            self.picker = StripePicker(ti.num_pieces(), self.job.get('stripe_index') or 0,
-                                       self.job['stripe_count'])
-            # Priorities from the first request on, not a moment after.
-            params.piece_priorities = self.picker.priorities()
     def fail(self, message, fatal_storage=False):
         if self.status['state'] == 'failed':
             return
@@ -308,11 +308,49 @@ class StripePicker(object):
             self.status['state'] = 'checking'
         elif not st.is_seeding:
             self.status['state'] = 'downloading'
+            self.steer_stripes()
         elif self.seed or self.status['placed']:
             self.status['state'] = 'seeding'
         elif self.status['state'] != 'finishing':
             self.place()
         self.watch_swarm(st)
+
+    def steer_stripes(self):
+        """Feed the StripePicker and apply what it decides."""
+        if self.picker is None or not self.picker.active:
+            return
+        seeders, others, seeder_connections = set(), set(), 0
+        for peer in self.handle.get_peer_info():
+            if peer.pid.to_bytes().startswith(SEED_FINGERPRINT.encode('ascii')):
+                seeders.add(peer.ip[0])
+                seeder_connections += 1
+            else:
+                others.add(peer.ip[0])
+        # Availability counts every connection to a peer that has the piece,
+        # seeds included; take the original seeder's connections off.
+        avail = self.handle.piece_availability()
+        held_elsewhere = [count > seeder_connections for count in avail] if avail else []
+        have = self.handle.status(lt.torrent_handle.query_pieces).pieces
+        priorities, shut_out = self.picker.update(have, held_elsewhere, time.time())
+        if priorities is not None:
+            self.handle.prioritize_pieces(priorities)
+        # An address shared with another peer (agents on one machine) is never shut out.
+        self.shut_out_seeder(seeders - others if shut_out else set())
+        self.status['striping'] = 'on' if self.picker.active else 'given up'
+
+    def shut_out_seeder(self, addresses):
+        """Refuse the seeder's address(es) (libtorrent drops the connection
+        at once), or let it back in when addresses is empty."""
+        if addresses and not self.seeder_shut_out:
+            self.open_filter = self.session.get_ip_filter()
+            closed = self.session.get_ip_filter()
+            for address in addresses:
+                closed.add_rule(address, address, 1)
+            self.session.set_ip_filter(closed)
+            self.seeder_shut_out = True
+        elif not addresses and self.seeder_shut_out and not self.picker.active:
+            self.session.set_ip_filter(self.open_filter)
+            self.seeder_shut_out = False
 
     def watch_swarm(self, st):
         """Note when the tracker says every peer is complete."""
@@ -352,50 +390,22 @@ class StripePicker(object):
 
     def write_status(self):
         self.status['updated_at'] = time.time()
-            self.steer_stripes()
         write_json_atomic(self.job['status_path'], self.status)
+
+    def wait(self):
+        """Sleep until the next tick, waking early for any alert (download
+        finished, file renamed) so a host places its file without delay."""
+        striping = self.picker is not None and self.picker.active and self.status['state'] == 'downloading'
+        period = STRIPE_EVERY if striping else TICK
+        if self.session is not None:
+            self.session.wait_for_alert(int(period * 1000))
+        else:
+            time.sleep(period)
 
     def run(self):
         def request_stop(signum, frame):
             self.stop_requested = True
         signal.signal(signal.SIGTERM, request_stop)
-    def steer_stripes(self):
-        """Feed the StripePicker and apply what it decides."""
-        if self.picker is None or not self.picker.active:
-            return
-        seeders, others, seeder_connections = set(), set(), 0
-        for peer in self.handle.get_peer_info():
-            if peer.pid.to_bytes().startswith(SEED_FINGERPRINT.encode('ascii')):
-                seeders.add(peer.ip[0])
-                seeder_connections += 1
-            else:
-                others.add(peer.ip[0])
-        # Availability counts every connection to a peer that has the piece,
-        # seeds included; take the original seeder's connections off.
-        avail = self.handle.piece_availability()
-        held_elsewhere = [count > seeder_connections for count in avail] if avail else []
-        have = self.handle.status(lt.torrent_handle.query_pieces).pieces
-        priorities, shut_out = self.picker.update(have, held_elsewhere, time.time())
-        if priorities is not None:
-            self.handle.prioritize_pieces(priorities)
-        # An address shared with another peer (agents on one machine) is never shut out.
-        self.shut_out_seeder(seeders - others if shut_out else set())
-        self.status['striping'] = 'on' if self.picker.active else 'given up'
-
-    def shut_out_seeder(self, addresses):
-        """Refuse the seeder's address(es) (libtorrent drops the connection
-        at once), or let it back in when addresses is empty."""
-        if addresses and not self.seeder_shut_out:
-            self.open_filter = self.session.get_ip_filter()
-            closed = self.session.get_ip_filter()
-            for address in addresses:
-                closed.add_rule(address, address, 1)
-            self.session.set_ip_filter(closed)
-            self.seeder_shut_out = True
-        elif not addresses and self.seeder_shut_out and not self.picker.active:
-            self.session.set_ip_filter(self.open_filter)
-            self.seeder_shut_out = False
-
         signal.signal(signal.SIGINT, request_stop)
         try:
             self.start()
@@ -436,14 +446,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    def wait(self):
-        """Sleep until the next tick, waking early for any alert (download
-        finished, file renamed) so a host places its file without delay."""
-        striping = self.picker is not None and self.picker.active and self.status['state'] == 'downloading'
-        period = STRIPE_EVERY if striping else TICK
-        if self.session is not None:
-            self.session.wait_for_alert(int(period * 1000))
-        else:
-            time.sleep(period)
-
     sys.exit(main(sys.argv))
