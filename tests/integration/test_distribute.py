@@ -7,6 +7,7 @@ installed on each host from a wheel pushed by the peer role.
 import hashlib
 import json
 import os
+import socket
 import subprocess
 
 import pytest
@@ -161,12 +162,19 @@ def test_host_that_cannot_write_dest_fails_alone(lab, env, payload):
     assert swarm_processes(lab) == []
 
 
+def free_port(address):
+    """A port nobody listens on now (the controller is shared with other programs)."""
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
 def test_controller_as_seeder(lab, env, payload):
     """The common real setup: the file is on the controller, which seeds and runs the tracker."""
     path, digest = payload
     proc = run_playbook(lab, env, FORKS, common_vars(
         path, dest='/srv/from-controller.bin', p2p_seeder_host='localhost',
-        p2p_tracker_address=lab.controller_ip, p2p_tracker_port=16969))
+        p2p_tracker_address=lab.controller_ip, p2p_tracker_port=free_port(lab.controller_ip)))
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert proc.recap[host]['failed'] == 0, describe(proc)
