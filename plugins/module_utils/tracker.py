@@ -25,6 +25,7 @@ import errno
 import io
 import ipaddress
 import json
+import math
 import os
 import random
 import re
@@ -48,6 +49,15 @@ MAX_INT = 2 ** 63 - 1
 MAX_PARAMS = 256           # query parameters per request (scrape may repeat info_hash)
 MAX_HOSTNAME = 255
 MAX_PEERS_PER_TORRENT = 20000
+# Above this many peer records an announce is answered from a random sample
+# and counts at most COUNTS_EVERY seconds old, so it costs O(numwant), not
+# O(swarm): a 5000-host swarm would otherwise cost 5000 steps per announce.
+SAMPLE_ABOVE = 400
+COUNTS_EVERY = 1.0
+# Re-announces a torrent's swarm may send per second: a big swarm is told a
+# longer interval (5000 hosts: 20 s instead of 2 s), which keeps the tracker
+# well inside what it answers (docs/benchmark.md, "Tracker capacity").
+ANNOUNCE_BUDGET = 250
 MAX_HEAD = 16384           # request line + headers, bytes
 HEAD_DEADLINE = 10.0       # a client gets this long to send its request, in total
 SOCKET_TIMEOUT = 5.0
@@ -288,6 +298,7 @@ class Torrent:
         self.size = size
         self.peers = {}       # identity -> Peer; identity is the host name, else the peer id
         self.downloaded = 0   # completions seen, for scrape
+        self.counts = None    # (when, complete, incomplete) for big swarms, see SAMPLE_ABOVE
 
     @property
     def primary(self):
@@ -301,6 +312,7 @@ class Swarm:
         self.state_dir = state_dir
         self.interval = int(interval)
         self.ttl = ttl if ttl is not None else 3 * self.interval + EXPIRY_MARGIN
+        self.announce_interval = self.interval   # what announces are told; grows with the swarm
         self.clock = clock
         self.lock = threading.Lock()
         self.torrents = {}    # primary hex -> Torrent
@@ -450,29 +462,56 @@ class Swarm:
                 # Count a download only when we saw it happen, not a seeder joining.
                 if req['event'] == 'completed' or (previous_left or 0) > 0:
                     torrent.downloaded += 1
-            complete, incomplete = self._counts(torrent, now)
+            complete, incomplete = self._announce_counts(torrent, now)
+            interval = self._interval_for(complete + incomplete)
             answer = {
-                'interval': self.interval,
-                'min interval': self.interval,
+                'interval': interval,
+                'min interval': interval,
                 'complete': complete,
                 'incomplete': incomplete,
                 'downloaded': torrent.downloaded,
             }
             peers = []
             if req['event'] != 'stopped' and req['numwant'] > 0:
-                for other in torrent.peers.values():
-                    if other is peer or self._state(other, now) not in ('complete', 'downloading'):
-                        continue
-                    if other.ip == peer.ip and other.port == peer.port:
-                        continue   # a stale record of the requester itself
-                    if peer.left == 0 and other.left == 0:
-                        continue   # seeders have nothing to give each other
-                    peers.append(other)
-                if len(peers) > req['numwant']:
-                    peers = random.sample(peers, req['numwant'])
+                peers = self._peers_for(torrent, peer, req['numwant'], now)
             self.announces['ok'] += 1
         answer.update(_peer_lists(peers, req['compact'], req['no_peer_id']))
         return bencode(answer)
+
+    def _announce_counts(self, torrent, now):
+        """(complete, incomplete) for an announce answer; cached in big swarms."""
+        if len(torrent.peers) <= SAMPLE_ABOVE:
+            return self._counts(torrent, now)
+        if torrent.counts is None or not 0 <= now - torrent.counts[0] < COUNTS_EVERY:
+            torrent.counts = (now,) + self._counts(torrent, now)
+        return torrent.counts[1:]
+
+    def _interval_for(self, active):
+        """The configured interval, stretched so `active` peers re-announce at
+        most ANNOUNCE_BUDGET times a second; it never shrinks back, so no peer
+        told a long interval expires early."""
+        wanted = max(self.interval, int(math.ceil(active / float(ANNOUNCE_BUDGET))))
+        if wanted > self.announce_interval:
+            self.announce_interval = wanted
+            self.ttl = max(self.ttl, 3 * wanted + EXPIRY_MARGIN)
+        return self.announce_interval
+
+    def _peers_for(self, torrent, peer, numwant, now):
+        """Up to numwant random peers worth giving to `peer`."""
+        def useful(other):
+            if other is peer or self._state(other, now) not in ('complete', 'downloading'):
+                return False
+            if other.ip == peer.ip and other.port == peer.port:
+                return False   # a stale record of the requester itself
+            return not (peer.left == 0 and other.left == 0)   # seeders have nothing to give each other
+        everyone = list(torrent.peers.values())
+        if len(everyone) > SAMPLE_ABOVE:
+            found = [o for o in random.sample(everyone, min(len(everyone), 2 * numwant)) if useful(o)]
+            # A seeder needs no full list: downloaders find it through theirs.
+            if len(found) >= numwant or peer.left == 0:
+                return found[:numwant]
+        found = [o for o in everyone if useful(o)]
+        return random.sample(found, numwant) if len(found) > numwant else found
 
     def count(self, result):
         with self.lock:
