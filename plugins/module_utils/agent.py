@@ -15,9 +15,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -104,6 +106,44 @@ def tracker_url_for(url, peer_name):
     extra = urlencode({'p2p_host': peer_name})
     query = parts.query + '&' + extra if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def tracker_addresses(urls):
+    """IP addresses of the trackers' hosts, so an ip filter never cuts them off."""
+    found = set()
+    for url in urls:
+        try:
+            host, port = urlsplit(url).hostname, urlsplit(url).port or 80
+            if not host:
+                continue
+            for info in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+                found.add(info[4][0].split('%', 1)[0])
+        except (ValueError, TypeError, socket.error, UnicodeError):
+            continue   # a malformed or unresolvable URL: the tracker errors say why
+    return sorted(found)
+
+
+def allowed_ranges(networks):
+    """[(first, last)] address ranges of the allowed networks (CIDR strings)."""
+    ranges = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        ranges.append((str(net[0]), str(net[-1])))
+    return ranges
+
+
+def build_ip_filter(networks):
+    """A libtorrent ip filter that refuses every address but the given networks.
+
+    libtorrent applies it to incoming and outgoing peer connections alike,
+    so a host outside the run can neither fetch nor offer data.
+    """
+    ip_filter = lt.ip_filter()
+    ip_filter.add_rule('0.0.0.0', '255.255.255.255', 1)
+    ip_filter.add_rule('::', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 1)
+    for first, last in allowed_ranges(networks):   # later rules win where they overlap
+        ip_filter.add_rule(first, last, 0)
+    return ip_filter
 
 
 def write_json_atomic(path, data):
@@ -212,6 +252,10 @@ class Agent(object):
     def start(self):
         self.session = lt.session(session_settings(self.job))
         ti = lt.torrent_info(self.job['torrent'])
+        if self.job.get('allowed_peers'):
+            allowed = list(self.job['allowed_peers'])
+            allowed += tracker_addresses([t.url for t in ti.trackers()])
+            self.session.set_ip_filter(build_ip_filter(allowed))
         params = lt.add_torrent_params()
         params.ti = ti
         params.save_path = os.path.dirname(self.dest)

@@ -35,6 +35,31 @@ def info_hash_hex(torrent_info):
     return str(hashes.v2)
 
 
+def all_jobs(state_dir):
+    """Every job under state_dir, whatever its torrent (for clean-up)."""
+    found = []
+    try:
+        hashes = sorted(os.listdir(state_dir))
+    except OSError:
+        return found
+    for info_hash in hashes:
+        top = os.path.join(state_dir, info_hash)
+        try:
+            dest_ids = sorted(os.listdir(top)) if os.path.isdir(top) else []
+        except OSError:
+            continue
+        for dest_id in dest_ids:
+            try:
+                with open(os.path.join(top, dest_id, 'job.json')) as handle:
+                    dest = json.load(handle)['dest']
+            except (IOError, OSError, ValueError, KeyError, TypeError):
+                continue
+            job = Job(state_dir, info_hash, dest)
+            if job.dir == os.path.join(top, dest_id):
+                found.append(job)
+    return found
+
+
 def resolve_uid(owner):
     if owner is None:
         return None

@@ -33,12 +33,21 @@ def stamp_matches(stamp_path, dest):
 
 
 def write_stamp(stamp_path, dest):
+    """Record dest as verified. Only a cache: a stamp that cannot be written
+    (no job directory yet on a host that got the file another way, read-only
+    state dir) costs a re-hash next time, never a failure."""
     st = os.stat(dest)
     data = {'dest': dest, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns, 'ino': st.st_ino}
     tmp = stamp_path + '.tmp'
-    with open(tmp, 'w') as handle:
-        json.dump(data, handle)
-    os.rename(tmp, stamp_path)
+    try:
+        if not os.path.isdir(os.path.dirname(stamp_path)):
+            os.makedirs(os.path.dirname(stamp_path), 0o700)
+        with open(tmp, 'w') as handle:
+            json.dump(data, handle)
+        os.rename(tmp, stamp_path)
+    except (IOError, OSError):
+        return False
+    return True
 
 
 def _read_chunks(path, size):

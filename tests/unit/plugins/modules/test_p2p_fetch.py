@@ -1,0 +1,343 @@
+# -*- coding: utf-8 -*-
+"""p2p_fetch run as a subprocess the way Ansible runs a module: bad input,
+clean-up, the ip filter. Everything stays on loopback; every agent a test
+starts is stopped by the fixture, whatever the test did."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import libtorrent as lt
+import pytest
+
+from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
+from ansible_collections.p2p.swarm.plugins.module_utils import daemon, jobs, metainfo
+from ansible_collections.p2p.swarm.plugins.module_utils.tracker import TrackerServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+COLLECTIONS = os.path.join(ROOT, '.collections')
+MODULE = 'ansible_collections.p2p.swarm.plugins.modules.p2p_fetch'
+SIZE = 256 * 1024
+# Loopback addresses with distinct roles, so the ip filter can tell them apart
+# (libtorrent binds outgoing connections and announces to the listen address).
+TRACKER_IP, SEED_IP, PEER_IP = '127.0.0.2', '127.0.0.3', '127.0.0.5'
+
+
+def payload(size=SIZE, seed=b'fetch'):
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(seed + str(counter).encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def free_port(ip='127.0.0.1'):
+    sock = socket.socket()
+    sock.bind((ip, 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def run(tmp_path, check_mode=False, **args):
+    """Run the module in a child process; return (rc, result dict, stderr)."""
+    if check_mode:
+        args['_ansible_check_mode'] = True
+    args.setdefault('_ansible_tmpdir', str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    proc = subprocess.run(
+        [sys.executable, '-m', MODULE], input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), timeout=120, check=False)
+    try:
+        result = json.loads(proc.stdout.decode())
+    except ValueError:
+        raise AssertionError('module printed no JSON.\nstdout: %s\nstderr: %s'
+                             % (proc.stdout.decode(), proc.stderr.decode()))
+    return proc.returncode, result, proc.stderr.decode()
+
+
+def assert_failed(outcome, *fragments):
+    rc, result, stderr = outcome
+    assert rc == 1 and result.get('failed') is True, result
+    assert 'Traceback' not in stderr and 'exception' not in result, (stderr, result)
+    for fragment in fragments:
+        assert fragment in result['msg'], result['msg']
+    return result
+
+
+def make_torrent(path, tracker, version='hybrid'):
+    """A .torrent for path (file or directory) announcing to tracker; returns its path."""
+    data = metainfo.create_torrent(str(path), [tracker], version=version)
+    out = str(path) + '.torrent'
+    with open(out, 'wb') as handle:
+        handle.write(data)
+    return out
+
+
+def rewrite_torrent(src, dest, change):
+    """Decode src, let change(metainfo dict) edit it, write the result to dest."""
+    with open(src, 'rb') as handle:
+        decoded = lt.bdecode(handle.read())
+    change(decoded)
+    with open(dest, 'wb') as handle:
+        handle.write(lt.bencode(decoded))
+    return str(dest)
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    """The agents' state dir; every agent still running under it is stopped afterwards."""
+    path = str(tmp_path / 'state')
+    yield path
+    for job in jobs.all_jobs(path):
+        pid = job.running_pid()
+        if pid:
+            job.stop(pid)
+
+
+@pytest.fixture
+def content(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    path = src / 'pkg.bin'
+    path.write_bytes(payload())
+    return path
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    """A real tracker on 127.0.0.2; register(info_hash) lets torrents in."""
+    state = tmp_path / 'tracker'
+    state.mkdir()
+    server = TrackerServer(str(state), bind=TRACKER_IP, port=0).start()
+
+    def register(info_hash):
+        daemon.write_atomic(str(state / 'torrents.json'), json.dumps({info_hash: {'name': 'pkg', 'size': SIZE}}))
+    server.register = register
+    server.announce_url = 'http://%s:%d/announce' % (TRACKER_IP, server.port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fetch_args(state_dir, torrent, dest, **extra):
+    args = {'torrent': torrent, 'dest': str(dest), 'state_dir': state_dir,
+            'listen_address': PEER_IP, 'linger': 0}
+    args.update(extra)
+    return args
+
+
+# ------------------------------------------------------------------ bad torrents
+
+def test_corrupt_truncated_and_empty_torrents_fail_clearly(tmp_path, state_dir, content):
+    good = make_torrent(content, 'http://127.0.0.1:9/announce')
+    with open(good, 'rb') as handle:
+        data = handle.read()
+    cases = {'garbage.torrent': os.urandom(600), 'truncated.torrent': data[:len(data) // 2],
+             'empty.torrent': b'', 'list.torrent': lt.bencode([1, 2, 3])}
+    dest = tmp_path / 'out' / 'pkg.bin'
+    dest.parent.mkdir()
+    for name, body in cases.items():
+        path = tmp_path / name
+        path.write_bytes(body)
+        result = assert_failed(run(tmp_path, **fetch_args(state_dir, str(path), dest)), str(path))
+        assert 'not a valid' in result['msg'] or 'cannot read' in result['msg'], (name, result['msg'])
+    assert os.listdir(str(dest.parent)) == []
+    assert not os.path.exists(state_dir)
+
+
+def test_missing_torrent_fails(tmp_path, state_dir):
+    assert_failed(run(tmp_path, **fetch_args(state_dir, str(tmp_path / 'nope.torrent'), tmp_path / 'x')),
+                  'does not exist')
+
+
+@pytest.mark.parametrize('change, shown', [
+    (lambda m: m[b'info'][b'files'][0].__setitem__(b'path', [b'..', b'..', b'etc', b'evil']), '../../etc/evil'),
+    (lambda m: m[b'info'][b'files'][0].__setitem__(b'path', [b'/etc', b'evil']), '/etc/evil'),
+    (lambda m: m[b'info'][b'files'][0].__setitem__(b'path', [b'', b'etc', b'evil']), '/etc/evil'),
+    (lambda m: m[b'info'].__setitem__(b'name', b'..'), '..'),
+])
+def test_path_traversal_in_metainfo_is_refused_before_anything(tmp_path, state_dir, change, shown):
+    tree = tmp_path / 'tree'
+    (tree / 'sub').mkdir(parents=True)
+    (tree / 'a.bin').write_bytes(payload(5000, b'a'))
+    (tree / 'sub' / 'b.bin').write_bytes(payload(7000, b'b'))
+    good = make_torrent(tree, 'http://127.0.0.1:9/announce', version='v1')
+    evil = rewrite_torrent(good, tmp_path / 'evil.torrent', change)
+    out = tmp_path / 'out'
+    out.mkdir()
+    result = assert_failed(run(tmp_path, **fetch_args(state_dir, evil, out / 'x.bin')), 'refused', 'unsafe path')
+    assert shown in result['msg']
+    assert os.listdir(str(out)) == [] and not os.path.exists(state_dir)
+
+
+def test_single_file_torrent_named_with_dotdot_is_refused(tmp_path, state_dir, content):
+    good = make_torrent(content, 'http://127.0.0.1:9/announce', version='v1')
+    evil = rewrite_torrent(good, tmp_path / 'evil.torrent', lambda m: m[b'info'].__setitem__(b'name', b'../pkg.bin'))
+    assert_failed(run(tmp_path, **fetch_args(state_dir, evil, tmp_path / 'pkg.bin')), 'unsafe path')
+
+
+def test_dest_with_other_content_is_not_taken_for_done(tmp_path, state_dir, content):
+    """A torrent for other content than dest holds: dest is replaced, never reported complete."""
+    torrent = make_torrent(content, 'http://127.0.0.1:9/announce')
+    dest = tmp_path / 'dest.bin'
+    dest.write_bytes(payload(SIZE, b'other'))          # same size, other bytes
+    rc, result, _ = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    assert rc == 0 and result['changed'] is True and result['status'] == 'absent', result
+    dest.write_bytes(content.read_bytes())
+    rc, result, _ = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    assert rc == 0 and result['changed'] is False and result['status'] == 'complete', result
+    # The stamp written on that check no longer matches once the file changes.
+    time.sleep(0.01)
+    dest.write_bytes(payload(SIZE, b'tampered'))
+    rc, result, _ = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    assert rc == 0 and result['changed'] is True, result
+
+
+def test_dest_that_is_a_directory_fails(tmp_path, state_dir, content):
+    torrent = make_torrent(content, 'http://127.0.0.1:9/announce')
+    (tmp_path / 'adir').mkdir()
+    assert_failed(run(tmp_path, **fetch_args(state_dir, torrent, tmp_path / 'adir')), 'is a directory')
+
+
+def test_missing_dest_directory_fails_and_is_not_created(tmp_path, state_dir, content):
+    torrent = make_torrent(content, 'http://127.0.0.1:9/announce')
+    dest = tmp_path / 'no' / 'such' / 'pkg.bin'
+    assert_failed(run(tmp_path, **fetch_args(state_dir, torrent, dest)), 'does not exist')
+    assert not os.path.exists(str(tmp_path / 'no'))
+
+
+def test_torrent_and_dest_are_required_to_fetch(tmp_path, state_dir):
+    rc, result, _ = run(tmp_path, dest=str(tmp_path / 'x'), state_dir=state_dir)
+    assert rc == 1 and 'torrent' in result['msg'], result
+
+
+def test_bad_allowed_peers_fail(tmp_path, state_dir, content):
+    torrent = make_torrent(content, 'http://127.0.0.1:9/announce')
+    assert_failed(run(tmp_path, wait=False, **fetch_args(state_dir, torrent, tmp_path / 'pkg.bin',
+                                                         allowed_peers=['10.0.0.0/33'])), 'allowed_peers')
+    assert_failed(run(tmp_path, wait=False, **fetch_args(state_dir, torrent, tmp_path / 'pkg.bin',
+                                                         allowed_peers=['no-such-host.invalid'])),
+                  'none of no-such-host.invalid')
+    assert jobs.all_jobs(state_dir) == []
+
+
+# ------------------------------------------------------------- agent outcomes
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError('timed out after %s s waiting for %s' % (timeout, what))
+
+
+@pytest.mark.parametrize('url, fragment', [
+    ('http://127.0.0.1:%d/announce' % free_port(), 'tracker unreachable'),
+    ('htp://127.0.0.1/announce', 'tracker unreachable'),        # malformed: a scheme nobody speaks
+])
+def test_unreachable_or_malformed_tracker_fails_and_leaves_no_dest(tmp_path, state_dir, content, url, fragment):
+    torrent = rewrite_torrent(make_torrent(content, 'http://127.0.0.1:9/announce'), tmp_path / 't.torrent',
+                              lambda m: (m.pop(b'announce-list', None), m.__setitem__(b'announce', url.encode())))
+    dest = tmp_path / 'out' / 'pkg.bin'
+    dest.parent.mkdir()
+    args = fetch_args(state_dir, torrent, dest, tracker_grace=2, run_id='r1', timeout=60)
+    rc, started, _ = run(tmp_path, wait=False, **args)
+    assert rc == 0 and started['changed'] and started['pid'], started
+    result = assert_failed(run(tmp_path, **args), fragment)
+    assert result['status'] == 'failed'
+    assert os.listdir(str(dest.parent)) == []
+
+
+def test_agent_killed_mid_run_is_reported_then_a_new_run_starts_over(tmp_path, state_dir, content):
+    torrent = make_torrent(content, 'http://127.0.0.1:%d/announce' % free_port())
+    dest = tmp_path / 'pkg.bin'
+    args = fetch_args(state_dir, torrent, dest, tracker_grace=600, run_id='run-1')
+    rc, started, _ = run(tmp_path, wait=False, **args)
+    assert rc == 0, started
+    job = jobs.all_jobs(state_dir)[0]
+    wait_until(lambda: job.read_status().get('state') == 'downloading', 20, 'the agent to run')
+    os.kill(started['pid'], signal.SIGKILL)
+    wait_until(lambda: job.running_pid() is None, 10, 'the agent to die')
+    # Same run: the death is the outcome, no silent restart.
+    result = assert_failed(run(tmp_path, **args), 'died', 'killed or crashed', 'rerun')
+    assert result['status'] == 'failed' and job.running_pid() is None
+    # A new run starts a new agent.
+    rc, again, _ = run(tmp_path, wait=False, **dict(args, run_id='run-2'))
+    assert rc == 0 and again['changed'] and again['pid'] != started['pid'], again
+
+
+def test_stopped_without_torrent_ends_every_agent(tmp_path, state_dir, content):
+    torrent = make_torrent(content, 'http://127.0.0.1:%d/announce' % free_port())
+    pids = []
+    for name in ('one.bin', 'two.bin'):
+        rc, result, _ = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, tmp_path / name, tracker_grace=600))
+        assert rc == 0, result
+        pids.append(result['pid'])
+    rc, result, _ = run(tmp_path, check_mode=True, state='stopped', state_dir=state_dir)
+    assert rc == 0 and result['changed'] and len(result['agents']) == 2, result
+    assert all(daemon.is_running(pid, 'job.json') for pid in pids)
+    rc, result, _ = run(tmp_path, state='stopped', state_dir=state_dir)
+    assert rc == 0 and result['changed'] and sorted(a['pid'] for a in result['agents']) == sorted(pids), result
+    assert [job.running_pid() for job in jobs.all_jobs(state_dir)] == [None, None]
+    rc, result, _ = run(tmp_path, state='stopped', state_dir=state_dir)
+    assert rc == 0 and result['changed'] is False and result['agents'] == [], result
+    # Nothing there at all is fine too.
+    rc, result, _ = run(tmp_path, state='stopped', state_dir=str(tmp_path / 'none'))
+    assert rc == 0 and result['changed'] is False, result
+
+
+# ------------------------------------------------------------------ ip filter
+
+def test_ip_filter_rules():
+    assert agent_lib.allowed_ranges(['10.1.2.0/24', '10.9.9.9', 'fd00::/120']) == [
+        ('10.1.2.0', '10.1.2.255'), ('10.9.9.9', '10.9.9.9'), ('fd00::', 'fd00::ff')]
+    ip_filter = agent_lib.build_ip_filter(['10.1.2.0/24'])
+    assert ip_filter.access('10.1.2.7') == 0
+    assert ip_filter.access('10.1.3.7') == 1
+    assert ip_filter.access('127.0.0.1') == 1
+    assert ip_filter.access('::1') == 1
+    assert agent_lib.tracker_addresses(['http://127.0.0.2:6969/announce', 'http://[::1]:1/a', 'bad url', 'udp://']) \
+        == ['127.0.0.2', '::1']
+
+
+def seed_and_fetch(tmp_path, state_dir, content, tracker, seed_allowed):
+    torrent = make_torrent(content, tracker.announce_url)
+    tracker.register(metainfo.describe(torrent)['info_hash'])
+    rc, seeding, _ = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
+                                                listen_address=SEED_IP, allowed_peers=seed_allowed,
+                                                peer_name='seed'))
+    assert rc == 0 and seeding['status'] == 'seeding', seeding
+    dest = tmp_path / 'got.bin'
+    rc, started, _ = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, dest, run_id='ipf', peer_name='peer'))
+    assert rc == 0, started
+    return torrent, dest
+
+
+def test_seeder_refuses_a_peer_outside_allowed_peers(tmp_path, state_dir, content, tracker):
+    torrent, dest = seed_and_fetch(tmp_path, state_dir, content, tracker, ['192.0.2.0/24'])
+    job = jobs.Job(state_dir, metainfo.describe(torrent)['info_hash'], str(dest))
+    # The peer learns the seeder's address from the tracker and keeps trying.
+    wait_until(lambda: job.read_status().get('swarm_complete', 0) >= 1, 20, 'the tracker to list the seeder')
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        status = job.read_status()
+        assert not status.get('downloaded') and not status.get('peers'), status
+        time.sleep(0.25)
+    assert not dest.exists()
+
+
+def test_seeder_serves_a_peer_inside_allowed_peers(tmp_path, state_dir, content, tracker):
+    torrent, dest = seed_and_fetch(tmp_path, state_dir, content, tracker, [PEER_IP + '/32'])
+    rc, result, _ = run(tmp_path, timeout=60, **fetch_args(state_dir, torrent, dest, run_id='ipf'))
+    assert rc == 0 and result['changed'], result['msg']
+    assert dest.read_bytes() == content.read_bytes()
