@@ -308,16 +308,18 @@ class Torrent:
 class Swarm:
     """All tracker state; every public method takes the lock."""
 
-    def __init__(self, state_dir, interval=DEFAULT_INTERVAL, clock=time.time, ttl=None):
+    def __init__(self, state_dir, interval=DEFAULT_INTERVAL, clock=time.time, ttl=None, allowed=None):
         self.state_dir = state_dir
         self.interval = int(interval)
+        # Networks whose hosts may announce and scrape; None or empty: anyone.
+        self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed or []]
         self.ttl = ttl if ttl is not None else 3 * self.interval + EXPIRY_MARGIN
         self.announce_interval = self.interval   # what announces are told; grows with the swarm
         self.clock = clock
         self.lock = threading.Lock()
         self.torrents = {}    # primary hex -> Torrent
         self.by_key = {}      # 20-byte announced hash -> Torrent
-        self.announces = {'ok': 0, 'unregistered': 0, 'malformed': 0, 'error': 0}
+        self.announces = {'ok': 0, 'unregistered': 0, 'malformed': 0, 'error': 0, 'refused': 0}
         self.scrapes = 0
         self.started = clock()
         self._reg_signature = False   # never equal to a real stat signature
@@ -517,6 +519,16 @@ class Swarm:
         with self.lock:
             self.announces[result] += 1
 
+    def allows(self, ip_text):
+        """True when ip_text may take part (no allow list, or inside one of its networks)."""
+        if not self.allowed:
+            return True
+        try:
+            addr = ipaddress.ip_address(normalize_ip(ip_text))
+        except ValueError:
+            return False
+        return any(addr in net for net in self.allowed)
+
     def scrape(self, hashes):
         with self.lock:
             self._maybe_reload()
@@ -703,14 +715,24 @@ class _Handler(BaseHTTPRequestHandler):
         swarm = self.server.swarm
         path, _sep, query = self.path.partition('?')
         try:
-            if path == '/announce':
+            if path in ('/announce', '/scrape') and not swarm.allows(self.client_address[0]):
+                # Only the run's own hosts may join or even look at a swarm.
+                if path == '/announce':
+                    swarm.count('refused')
+                self._send(200, 'text/plain', failure('address %s not allowed by this tracker'
+                                                      % self.client_address[0]))
+            elif path == '/announce':
                 try:
                     req = parse_announce(query, self.client_address[0])
                 except BadRequest as exc:
                     swarm.count('malformed')
                     body = failure(str(exc))
                 else:
-                    body = swarm.announce(req)
+                    if swarm.allows(req['ip']):
+                        body = swarm.announce(req)
+                    else:   # an allowed host may not hand out an outsider's address
+                        swarm.count('refused')
+                        body = failure('address %s not allowed by this tracker' % req['ip'])
                 self._send(200, 'text/plain', body)
             elif path == '/scrape':
                 try:
@@ -795,8 +817,9 @@ class TrackerServer:
     """
 
     def __init__(self, state_dir, bind='127.0.0.1', port=0, interval=DEFAULT_INTERVAL,
-                 clock=time.time, ttl=None, max_connections=MAX_CONNECTIONS, poll_interval=0.5):
-        self.swarm = Swarm(state_dir, interval, clock=clock, ttl=ttl)
+                 clock=time.time, ttl=None, max_connections=MAX_CONNECTIONS, poll_interval=0.5,
+                 allowed=None):
+        self.swarm = Swarm(state_dir, interval, clock=clock, ttl=ttl, allowed=allowed)
         self.httpd = _Server((bind, port), self.swarm, max_connections)
         self.bind = bind
         self.port = self.httpd.server_address[1]
@@ -836,14 +859,21 @@ def main(argv=None):
     parser.add_argument('--port', type=int, default=6969)
     parser.add_argument('--state-dir', required=True)
     parser.add_argument('--interval', type=int, default=DEFAULT_INTERVAL)
+    parser.add_argument('--allow', action='append', default=[], metavar='CIDR',
+                        help='only hosts in these networks may announce and scrape (repeatable)')
     args = parser.parse_args(argv)
+    try:
+        allowed = [str(ipaddress.ip_network(n, strict=False)) for n in args.allow]
+    except ValueError as exc:
+        parser.error('--allow: %s' % exc)
     if args.interval < 1:
         parser.error('--interval must be at least 1')
     if not 0 <= args.port <= 65535:
         parser.error('--port must be between 0 and 65535')
     os.makedirs(args.state_dir, exist_ok=True)
     try:
-        server = TrackerServer(args.state_dir, args.bind, args.port, args.interval, poll_interval=0.2)
+        server = TrackerServer(args.state_dir, args.bind, args.port, args.interval, poll_interval=0.2,
+                               allowed=allowed)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             log('cannot listen: port %d already in use on %s' % (args.port, args.bind))
@@ -858,8 +888,9 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     server.start()
-    log('started pid %d on %s:%d, state dir %s, interval %ds'
-        % (os.getpid(), args.bind, server.port, args.state_dir, args.interval))
+    log('started pid %d on %s:%d, state dir %s, interval %ds%s'
+        % (os.getpid(), args.bind, server.port, args.state_dir, args.interval,
+           ', peers only from %s' % ' '.join(allowed) if allowed else ''))
     while not stop.is_set():
         stop.wait(1.0)
     server.stop()

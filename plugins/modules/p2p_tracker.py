@@ -81,6 +81,18 @@ options:
       - Python 3 interpreter that runs the tracker.
       - Defaults to the interpreter running this module.
     type: path
+  allowed_networks:
+    description:
+      - Addresses, networks (CIDR) or host names (resolved on the target) of
+        the hosts that may announce and scrape. Everyone else gets a failure
+        answer and never learns who is in the swarm.
+      - C(/status.json), C(/metrics) and the page stay readable from anywhere
+        the tracker's port can be reached (the controller reads the status).
+      - Empty (the default) serves any address. The peer role passes the
+        addresses of the play's hosts.
+    type: list
+    elements: str
+    default: []
 notes:
   - The tracker logs one line when it starts and one when it stops to C(<state_dir>/tracker.log).
   - Status is served at C(/status.json), metrics at C(/metrics) and a live page at C(/).
@@ -211,6 +223,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
+from ansible_collections.p2p.swarm.plugins.module_utils import addresses
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon
 from ansible_collections.p2p.swarm.plugins.module_utils import tracker
 
@@ -403,6 +416,7 @@ def main():
             info_hashes=dict(type='list', elements='raw', default=[]),
             exclusive=dict(type='bool', default=False),
             python=dict(type='path'),
+            allowed_networks=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
@@ -455,6 +469,18 @@ def main():
     python = p['python'] or sys.executable
     argv = [python, '-I', script, '--bind', bind, '--port', str(port),
             '--state-dir', state_dir, '--interval', str(p['interval'])]
+    if p['allowed_networks']:
+        try:
+            networks, unresolved = addresses.resolve_networks(p['allowed_networks'])
+        except addresses.AddressError as exc:
+            module.fail_json(msg='allowed_networks: %s' % exc, **result)
+        for name in unresolved:
+            module.warn('allowed_networks: cannot resolve %s; left out' % name)
+        if not networks:
+            module.fail_json(msg='allowed_networks: none of %s resolves to an address'
+                             % ', '.join(p['allowed_networks']), **result)
+        for network in addresses.collapse(networks):
+            argv += ['--allow', network]
     restart = pid is not None and (read_cmdline(pid) != argv or not script_is_current(script))
     start = pid is None or restart
     result['changed'] = start or regs_changed
