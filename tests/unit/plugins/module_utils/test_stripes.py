@@ -31,10 +31,10 @@ def test_a_piece_held_by_another_peer_is_released_and_stays_released():
     picker = StripePicker(6, 0, 2)
     picker.update(nothing(6), nothing(6), now=0.0)
     held = [False, True, False, False, False, False]          # peer 1 has piece 1
-    priorities, _ = picker.update(nothing(6), held, now=0.2)
+    priorities, dummy = picker.update(nothing(6), held, now=0.2)
     assert priorities == [OWN, RELEASED, OWN, HELD_BACK, OWN, HELD_BACK]
     # That peer disconnects: piece 1 stays wanted, and nothing changed.
-    priorities, _ = picker.update(nothing(6), nothing(6), now=0.4)
+    priorities, dummy = picker.update(nothing(6), nothing(6), now=0.4)
     assert priorities is None
 
 
