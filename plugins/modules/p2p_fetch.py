@@ -45,21 +45,26 @@ attributes:
     description: Whether the task can show a diff with C(--diff).
 options:
   torrent:
-    description: Path of the .torrent file on the managed host.
+    description:
+      - Path of the .torrent file on the managed host.
+      - Required, with O(dest), unless O(state=stopped).
     type: path
-    required: true
   dest:
     description:
-      - Path of the file to create or check. Its directory must exist.
+      - Path of the file to create or check. Its directory must exist (it is
+        not created).
       - With O(state=seeding), the complete file to seed.
+      - Required, with O(torrent), unless O(state=stopped).
     type: path
-    required: true
   state:
     description:
       - V(present) makes O(dest) hold the content, downloading it if needed.
       - V(seeding) seeds an existing complete O(dest) (the original copy).
       - V(stopped) stops the agent of this torrent and reports its last status.
         Partial data is kept so a later V(present) resumes.
+      - V(stopped) without O(torrent) and O(dest) stops every agent under
+        O(state_dir), downloads and seeds alike; this is the clean-up after an
+        interrupted play (see the C(p2p.swarm.cleanup) playbook).
     type: str
     choices: [present, seeding, stopped]
     default: present
@@ -148,6 +153,18 @@ options:
       - Ignored with O(state=seeding).
     type: int
     default: 0
+  allowed_peers:
+    description:
+      - Addresses, networks (CIDR) or host names the agent exchanges data
+        with. Every other address is refused, for incoming and outgoing
+        connections alike (a libtorrent ip filter). Names are resolved on the
+        managed host; a name that does not resolve is left out with a warning.
+      - The trackers named in the torrent stay reachable whatever this says.
+      - Empty (the default) sets no filter. The peer role passes the
+        addresses of the play's hosts and of the seeder.
+    type: list
+    elements: str
+    default: []
 notes:
   - O(mode) is applied before the file gets its final name when it is an octal
     number; a symbolic mode is applied right after.
@@ -186,13 +203,24 @@ EXAMPLES = r'''
     torrent: /build/app.torrent
     dest: /build/app.tar.gz
     state: seeding
+
+- name: After an interrupted play, stop every agent on the host
+  p2p.swarm.p2p_fetch:
+    state: stopped
 '''
 
 RETURN = r'''
 dest:
   description: Path of the file.
-  returned: always
+  returned: when O(dest) is given
   type: str
+agents:
+  description: >-
+    With O(state=stopped) and no O(torrent): the agents that were running
+    and are now stopped, each with C(pid), C(dest), C(seed) and C(progress).
+  returned: when O(state=stopped) without O(torrent)
+  type: list
+  elements: dict
 info_hash:
   description: Info-hash of the torrent (v1 hex, or v2 hex for v2-only torrents).
   returned: success
@@ -232,8 +260,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.p2p.swarm.plugins.module_utils import addresses
 from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs
+from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.module_utils import verify
 
 try:
@@ -253,10 +283,30 @@ def load_torrent(module, path):
         module.fail_json(msg='torrent %s is not a valid .torrent file: %s' % (path, exc))
     except Exception as exc:  # libtorrent raises several types for unreadable files
         module.fail_json(msg='cannot read torrent %s: %s' % (path, exc))
+    try:
+        # libtorrent silently rewrites '..' and absolute paths; the raw
+        # metainfo shows what the torrent tried. Refuse before anything else.
+        metainfo.check_paths_safe(metainfo.describe(path))
+    except ValueError as exc:
+        module.fail_json(msg='torrent %s refused: %s' % (path, exc))
     if ti.num_files() != 1:
         module.fail_json(msg='torrent %s holds %d files; p2p_fetch places single-file torrents only'
                          % (path, ti.num_files()))
     return ti
+
+
+def allowed_networks(module, entries):
+    """allowed_peers as CIDR strings: addresses and networks as given, names resolved here."""
+    try:
+        networks, unresolved = addresses.resolve_networks(entries)
+    except addresses.AddressError as exc:
+        module.fail_json(msg='allowed_peers: %s' % exc)
+    for name in unresolved:
+        module.warn('allowed_peers: cannot resolve %s; left out' % name)
+    if entries and not networks:
+        module.fail_json(msg='allowed_peers: none of %s resolves to an address; the agent could '
+                         'talk to no peer' % ', '.join(str(e) for e in entries))
+    return networks
 
 
 def check_dest(module, dest):
@@ -338,6 +388,7 @@ class Fetch(object):
             'upload_rate': p['upload_rate_limit'], 'download_rate': p['download_rate_limit'],
             'listen_port': p['listen_port'], 'listen_address': p['listen_address'],
             'stripe_index': p['stripe_index'], 'stripe_count': 0 if seed else p['stripe_count'],
+            'allowed_peers': allowed_networks(self.module, p['allowed_peers']),
         }
 
     def start_agent(self, seed):
@@ -351,8 +402,16 @@ class Fetch(object):
         pid = self.job.running_pid()
         status = self.job.read_status()
         run_id = self.params['run_id']
-        if pid is None and run_id and status.get('run_id') == run_id and status.get('state') in FINISHED:
-            return self.report_finished(status)
+        if pid is None and run_id and status.get('run_id') == run_id:
+            if status.get('state') in FINISHED or status.get('placed'):
+                return self.report_finished(status)
+            # This run's agent is gone without a verdict (SIGKILL, OOM killer,
+            # crash): report it instead of quietly starting another one. A
+            # rerun (new run_id) resumes from the partial data.
+            self.fail('swarm agent of this run died at %.1f%% without finishing (killed or crashed); '
+                      'partial data kept, a rerun resumes it. Agent log: %s'
+                      % (100 * float(status.get('progress') or 0), self.job.log_tail()),
+                      **agent_result(dict(status, state='failed')))
         if pid is None:
             if self.dest_holds_content():
                 changed = self.apply_attributes(False)
@@ -437,11 +496,27 @@ class Fetch(object):
         self.exit(True, **agent_result(self.job.read_status()))
 
 
+def stop_all(module):
+    """state=stopped without a torrent: end every agent under state_dir."""
+    agents = []
+    for job in jobs.all_jobs(module.params['state_dir']):
+        pid = job.running_pid()
+        if pid is None:
+            continue
+        if not module.check_mode:
+            job.stop(pid)
+        status = job.read_status()
+        agents.append({'pid': pid, 'dest': status.get('dest'), 'seed': bool(status.get('seed')),
+                       'progress': status.get('progress')})
+    module.exit_json(changed=bool(agents), agents=agents, status='stopped',
+                     msg='%s %d agent(s)' % ('would stop' if module.check_mode else 'stopped', len(agents)))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            torrent=dict(type='path', required=True),
-            dest=dict(type='path', required=True),
+            torrent=dict(type='path'),
+            dest=dict(type='path'),
             state=dict(type='str', default='present', choices=['present', 'seeding', 'stopped']),
             wait=dict(type='bool', default=True),
             timeout=dict(type='int', default=1800),
@@ -458,10 +533,15 @@ def main():
             python=dict(type='path'),
             stripe_index=dict(type='int', default=0),
             stripe_count=dict(type='int', default=0),
+            allowed_peers=dict(type='list', elements='str', default=[]),
         ),
         add_file_common_args=True,
         supports_check_mode=True,
+        required_if=[('state', 'present', ('torrent', 'dest')), ('state', 'seeding', ('torrent', 'dest'))],
+        required_together=[('torrent', 'dest')],
     )
+    if module.params['state'] == 'stopped' and not module.params['torrent']:
+        stop_all(module)   # needs no libtorrent
     if lt is None:
         module.fail_json(msg=missing_required_lib('libtorrent') + ' (interpreter: %s)' % sys.executable,
                          exception=str(LIBTORRENT_IMPORT_ERROR))
