@@ -38,7 +38,7 @@ def fill(swarm, count, seeds=0):
 
 def test_a_big_swarm_still_gets_full_random_peer_lists(swarm):
     fill(swarm, 3000)
-    lists = [announce(swarm, 7)[b'peers'] for _ in range(3)]
+    lists = [announce(swarm, 7)[b'peers'] for dummy in range(3)]
     for peers in lists:
         assert len(peers) == 50 * 6
         assert packed('10.0.0.7', 10007) not in [peers[i:i + 6] for i in range(0, len(peers), 6)]

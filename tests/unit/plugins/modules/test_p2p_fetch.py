@@ -189,15 +189,15 @@ def test_dest_with_other_content_is_not_taken_for_done(tmp_path, state_dir, cont
     torrent = make_torrent(content, 'http://127.0.0.1:9/announce')
     dest = tmp_path / 'dest.bin'
     dest.write_bytes(payload(SIZE, b'other'))          # same size, other bytes
-    rc, result, _ = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    rc, result, dummy = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
     assert rc == 0 and result['changed'] is True and result['status'] == 'absent', result
     dest.write_bytes(content.read_bytes())
-    rc, result, _ = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    rc, result, dummy = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
     assert rc == 0 and result['changed'] is False and result['status'] == 'complete', result
     # The stamp written on that check no longer matches once the file changes.
     time.sleep(0.01)
     dest.write_bytes(payload(SIZE, b'tampered'))
-    rc, result, _ = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    rc, result, dummy = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
     assert rc == 0 and result['changed'] is True, result
 
 
@@ -215,7 +215,7 @@ def test_missing_dest_directory_fails_and_is_not_created(tmp_path, state_dir, co
 
 
 def test_torrent_and_dest_are_required_to_fetch(tmp_path, state_dir):
-    rc, result, _ = run(tmp_path, dest=str(tmp_path / 'x'), state_dir=state_dir)
+    rc, result, dummy = run(tmp_path, dest=str(tmp_path / 'x'), state_dir=state_dir)
     assert rc == 1 and 'torrent' in result['msg'], result
 
 
@@ -251,7 +251,7 @@ def test_unreachable_or_malformed_tracker_fails_and_leaves_no_dest(tmp_path, sta
     dest = tmp_path / 'out' / 'pkg.bin'
     dest.parent.mkdir()
     args = fetch_args(state_dir, torrent, dest, tracker_grace=2, run_id='r1', timeout=60)
-    rc, started, _ = run(tmp_path, wait=False, **args)
+    rc, started, dummy = run(tmp_path, wait=False, **args)
     assert rc == 0 and started['changed'] and started['pid'], started
     result = assert_failed(run(tmp_path, **args), fragment)
     assert result['status'] == 'failed'
@@ -262,7 +262,7 @@ def test_agent_killed_mid_run_is_reported_then_a_new_run_starts_over(tmp_path, s
     torrent = make_torrent(content, 'http://127.0.0.1:%d/announce' % free_port())
     dest = tmp_path / 'pkg.bin'
     args = fetch_args(state_dir, torrent, dest, tracker_grace=600, run_id='run-1')
-    rc, started, _ = run(tmp_path, wait=False, **args)
+    rc, started, dummy = run(tmp_path, wait=False, **args)
     assert rc == 0, started
     job = jobs.all_jobs(state_dir)[0]
     wait_until(lambda: job.read_status().get('state') == 'downloading', 20, 'the agent to run')
@@ -272,7 +272,7 @@ def test_agent_killed_mid_run_is_reported_then_a_new_run_starts_over(tmp_path, s
     result = assert_failed(run(tmp_path, **args), 'died', 'killed or crashed', 'rerun')
     assert result['status'] == 'failed' and job.running_pid() is None
     # A new run starts a new agent.
-    rc, again, _ = run(tmp_path, wait=False, **dict(args, run_id='run-2'))
+    rc, again, dummy = run(tmp_path, wait=False, **dict(args, run_id='run-2'))
     assert rc == 0 and again['changed'] and again['pid'] != started['pid'], again
 
 
@@ -280,19 +280,19 @@ def test_stopped_without_torrent_ends_every_agent(tmp_path, state_dir, content):
     torrent = make_torrent(content, 'http://127.0.0.1:%d/announce' % free_port())
     pids = []
     for name in ('one.bin', 'two.bin'):
-        rc, result, _ = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, tmp_path / name, tracker_grace=600))
+        rc, result, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, tmp_path / name, tracker_grace=600))
         assert rc == 0, result
         pids.append(result['pid'])
-    rc, result, _ = run(tmp_path, check_mode=True, state='stopped', state_dir=state_dir)
+    rc, result, dummy = run(tmp_path, check_mode=True, state='stopped', state_dir=state_dir)
     assert rc == 0 and result['changed'] and len(result['agents']) == 2, result
     assert all(daemon.is_running(pid, 'job.json') for pid in pids)
-    rc, result, _ = run(tmp_path, state='stopped', state_dir=state_dir)
+    rc, result, dummy = run(tmp_path, state='stopped', state_dir=state_dir)
     assert rc == 0 and result['changed'] and sorted(a['pid'] for a in result['agents']) == sorted(pids), result
     assert [job.running_pid() for job in jobs.all_jobs(state_dir)] == [None, None]
-    rc, result, _ = run(tmp_path, state='stopped', state_dir=state_dir)
+    rc, result, dummy = run(tmp_path, state='stopped', state_dir=state_dir)
     assert rc == 0 and result['changed'] is False and result['agents'] == [], result
     # Nothing there at all is fine too.
-    rc, result, _ = run(tmp_path, state='stopped', state_dir=str(tmp_path / 'none'))
+    rc, result, dummy = run(tmp_path, state='stopped', state_dir=str(tmp_path / 'none'))
     assert rc == 0 and result['changed'] is False, result
 
 
@@ -313,12 +313,12 @@ def test_ip_filter_rules():
 def seed_and_fetch(tmp_path, state_dir, content, tracker, seed_allowed):
     torrent = make_torrent(content, tracker.announce_url)
     tracker.register(metainfo.describe(torrent)['info_hash'])
-    rc, seeding, _ = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
+    rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
                                                 listen_address=SEED_IP, allowed_peers=seed_allowed,
                                                 peer_name='seed'))
     assert rc == 0 and seeding['status'] == 'seeding', seeding
     dest = tmp_path / 'got.bin'
-    rc, started, _ = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, dest, run_id='ipf', peer_name='peer'))
+    rc, started, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, dest, run_id='ipf', peer_name='peer'))
     assert rc == 0, started
     return torrent, dest
 
@@ -338,6 +338,6 @@ def test_seeder_refuses_a_peer_outside_allowed_peers(tmp_path, state_dir, conten
 
 def test_seeder_serves_a_peer_inside_allowed_peers(tmp_path, state_dir, content, tracker):
     torrent, dest = seed_and_fetch(tmp_path, state_dir, content, tracker, [PEER_IP + '/32'])
-    rc, result, _ = run(tmp_path, timeout=60, **fetch_args(state_dir, torrent, dest, run_id='ipf'))
+    rc, result, dummy = run(tmp_path, timeout=60, **fetch_args(state_dir, torrent, dest, run_id='ipf'))
     assert rc == 0 and result['changed'], result['msg']
     assert dest.read_bytes() == content.read_bytes()
