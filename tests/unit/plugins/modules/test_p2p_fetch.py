@@ -314,8 +314,8 @@ def seed_and_fetch(tmp_path, state_dir, content, tracker, seed_allowed):
     torrent = make_torrent(content, tracker.announce_url)
     tracker.register(metainfo.describe(torrent)['info_hash'])
     rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
-                                                listen_address=SEED_IP, allowed_peers=seed_allowed,
-                                                peer_name='seed'))
+                                                    listen_address=SEED_IP, allowed_peers=seed_allowed,
+                                                    peer_name='seed'))
     assert rc == 0 and seeding['status'] == 'seeding', seeding
     dest = tmp_path / 'got.bin'
     rc, started, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, dest, run_id='ipf', peer_name='peer'))
