@@ -132,6 +132,20 @@ def allowed_ranges(networks):
     return ranges
 
 
+def apply_rate_limits_to_lan(session):
+    """Put every peer in the global peer class, the one the rate limits apply to.
+
+    libtorrent exempts peers on local networks (10/8, 192.168/16, ...) from
+    the session's rate limits; in a datacenter every peer is local, so the
+    upload/download limits an operator sets would otherwise do nothing.
+    """
+    classes = lt.ip_filter()
+    everyone = 1 << lt.session.global_peer_class_id
+    classes.add_rule('0.0.0.0', '255.255.255.255', everyone)
+    classes.add_rule('::', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', everyone)
+    session.set_peer_class_filter(classes)
+
+
 def build_ip_filter(networks):
     """A libtorrent ip filter that refuses every address but the given networks.
 
@@ -251,6 +265,7 @@ class Agent(object):
     # -- set-up ---------------------------------------------------------
     def start(self):
         self.session = lt.session(session_settings(self.job))
+        apply_rate_limits_to_lan(self.session)
         ti = lt.torrent_info(self.job['torrent'])
         if self.job.get('allowed_peers'):
             allowed = list(self.job['allowed_peers'])
