@@ -3,11 +3,11 @@
 # index. Extra arguments go to ansible-test, e.g. `--test pep8`.
 #
 # ansible-test only runs from a tree laid out as ansible_collections/NS/NAME,
-# so the files git tracks here (what a clone, and so CI, has; staged new
-# files count, untracked ones do not) are copied, as they are in the work
-# tree, to a temporary ansible_collections/p2p/swarm first. That tree lies
-# outside this checkout: inside it, ansible-test would ask git for the files
-# and, the copy being git-ignored, find none.
+# so tests/sanity/layout.py first copies the collection as it ships (the
+# files git tracks, less galaxy.yml's build_ignore) to a temporary
+# ansible_collections/p2p/swarm. That tree lies outside this checkout:
+# inside it, ansible-test would ask git for the files and, the copy being
+# git-ignored, find none.
 #
 # --venv: every sanity test runs in its own virtual environment that
 # ansible-test builds once with pinned requirements and keeps in
@@ -40,11 +40,7 @@ if [ ! -f "$get_pip" ] || head -n1 "$get_pip" | grep -qxF "$marker"; then
     cp "$ROOT/tests/sanity/get_pip_standin.py" "$get_pip"
 fi
 
-mkdir -p "$TREE"
-cd "$ROOT"
-git ls-files -z --cached \
-    | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done \
-    | xargs -0 cp --parents -t "$TREE"
+python "$ROOT/tests/sanity/layout.py" "$TREE"
 
 python_version="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 cd "$TREE"
