@@ -5,12 +5,14 @@ Runs the real ansible-doc against this checkout (linked as
 the collection.
 """
 import json
+import os
 import re
+import sys
 
 import pytest
 import yaml
 
-from sanity_helpers import COLLECTION, explain, module_names, role_names, run, tool
+from sanity_helpers import COLLECTION, ROOT, explain, module_names, role_names, run, tool
 
 MODULES = module_names()
 ROLES = role_names()
@@ -133,3 +135,33 @@ def test_role_text_rendering(role, role_docs):
         assert re.search(r'^ENTRY POINT: \*?%s\*? - ' % re.escape(name), proc.stdout, re.M), name
         for option in spec['options']:
             assert option in proc.stdout, '%s %s missing from the text' % (name, option)
+
+
+def test_runtime_metadata_groups_every_module():
+    """meta/runtime.yml: group/p2p.swarm.swarm (module_defaults) holds every module."""
+    with open(os.path.join(ROOT, 'meta', 'runtime.yml')) as handle:
+        runtime = yaml.safe_load(handle)
+    assert re.match(r'^>=\s*2\.\d+(\.\d+)?$', runtime['requires_ansible'])
+    assert sorted(runtime['action_groups']['swarm']) == MODULES
+
+
+def test_module_defaults_group_reaches_the_modules(tmp_path):
+    playbook = tmp_path / 'defaults.yml'
+    playbook.write_text('''
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/p2p.swarm.swarm:
+      state: stopped
+      state_dir: %s
+  tasks:
+    - name: p2p_tracker takes state and state_dir from the group defaults
+      p2p.swarm.p2p_tracker:
+      register: stopped
+    - ansible.builtin.assert:
+        that: stopped is not changed and stopped is not failed
+''' % (tmp_path / 'state'))
+    proc = run([tool('ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                '-e', 'ansible_python_interpreter=' + sys.executable, str(playbook)])
+    assert proc.returncode == 0, explain(proc)
+    assert 'failed=0' in proc.stdout
