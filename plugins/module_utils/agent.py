@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 
 try:
     from urllib.parse import urlsplit, urlunsplit, urlencode
@@ -501,6 +502,8 @@ def main(argv):
         sys.stderr.write('libtorrent is not importable by %s\n' % sys.executable)
         return 2
     os.umask(0o077)  # partial data is nobody else's business until placed
+    # libtorrent's deprecation notices would crowd the log tail that error messages quote.
+    warnings.simplefilter('ignore', DeprecationWarning)
     return Agent(job).run()
 
 

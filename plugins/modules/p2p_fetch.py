@@ -131,6 +131,18 @@ options:
   python:
     description: Interpreter that runs the agent; it must import libtorrent.
     type: path
+  allowed_peers:
+    description:
+      - Addresses, networks (CIDR) or host names the agent exchanges data
+        with. Every other address is refused, for incoming and outgoing
+        connections alike (a libtorrent ip filter). Names are resolved on the
+        managed host; a name that does not resolve is left out with a warning.
+      - The trackers named in the torrent stay reachable whatever this says.
+      - Empty (the default) sets no filter. The peer role passes the
+        addresses of the play's hosts and of the seeder.
+    type: list
+    elements: str
+    default: []
   stripe_index:
     description:
       - This host's position, from V(0), among the O(stripe_count) hosts that
@@ -153,18 +165,6 @@ options:
       - Ignored with O(state=seeding).
     type: int
     default: 0
-  allowed_peers:
-    description:
-      - Addresses, networks (CIDR) or host names the agent exchanges data
-        with. Every other address is refused, for incoming and outgoing
-        connections alike (a libtorrent ip filter). Names are resolved on the
-        managed host; a name that does not resolve is left out with a warning.
-      - The trackers named in the torrent stay reachable whatever this says.
-      - Empty (the default) sets no filter. The peer role passes the
-        addresses of the play's hosts and of the seeder.
-    type: list
-    elements: str
-    default: []
 notes:
   - O(mode) is applied before the file gets its final name when it is an octal
     number; a symbolic mode is applied right after.
@@ -387,12 +387,24 @@ class Fetch(object):
             'lifetime': p['lifetime'], 'linger': p['linger'], 'tracker_grace': p['tracker_grace'],
             'upload_rate': p['upload_rate_limit'], 'download_rate': p['download_rate_limit'],
             'listen_port': p['listen_port'], 'listen_address': p['listen_address'],
-            'stripe_index': p['stripe_index'], 'stripe_count': 0 if seed else p['stripe_count'],
             'allowed_peers': allowed_networks(self.module, p['allowed_peers']),
+            'stripe_index': p['stripe_index'], 'stripe_count': 0 if seed else p['stripe_count'],
         }
+
+    def stop_other_agents_on_dest(self):
+        """One agent per dest. An agent of another torrent for the same path
+        (left running by an interrupted run, or an older version of the file)
+        writes the same hidden file and would rename it over dest later."""
+        dest_id = os.path.basename(self.job.dir)
+        for job in jobs.all_jobs(self.params['state_dir']):
+            if job.dir != self.job.dir and os.path.basename(job.dir) == dest_id:
+                pid = job.running_pid()
+                if pid is not None:
+                    job.stop(pid)
 
     def start_agent(self, seed):
         try:
+            self.stop_other_agents_on_dest()
             return self.job.start(agent_lib, self.agent_job(seed), self.params['python'] or sys.executable)
         except (KeyError, OSError) as exc:
             self.fail('cannot start the swarm agent: %s' % exc)
@@ -531,9 +543,9 @@ def main():
             listen_address=dict(type='str', default='0.0.0.0'),
             state_dir=dict(type='path', default='/var/lib/p2p-swarm'),
             python=dict(type='path'),
+            allowed_peers=dict(type='list', elements='str', default=[]),
             stripe_index=dict(type='int', default=0),
             stripe_count=dict(type='int', default=0),
-            allowed_peers=dict(type='list', elements='str', default=[]),
         ),
         add_file_common_args=True,
         supports_check_mode=True,

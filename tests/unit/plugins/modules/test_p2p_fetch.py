@@ -341,3 +341,21 @@ def test_seeder_serves_a_peer_inside_allowed_peers(tmp_path, state_dir, content,
     rc, result, dummy = run(tmp_path, timeout=60, **fetch_args(state_dir, torrent, dest, run_id='ipf'))
     assert rc == 0 and result['changed'], result['msg']
     assert dest.read_bytes() == content.read_bytes()
+
+
+def test_a_new_torrent_for_the_same_dest_stops_the_old_agent(tmp_path, state_dir, content):
+    """An agent left from an interrupted run with an older file must not
+    keep writing the shared hidden file and rename it over dest later."""
+    tracker_url = 'http://127.0.0.1:%d/announce' % free_port()
+    old = make_torrent(content, tracker_url)
+    newer_src = tmp_path / 'newer'
+    newer_src.mkdir()
+    (newer_src / 'pkg.bin').write_bytes(payload(SIZE, b'v2'))
+    newer = make_torrent(newer_src / 'pkg.bin', tracker_url)
+    dest = tmp_path / 'pkg.bin'
+    rc, first, _ = run(tmp_path, wait=False, **fetch_args(state_dir, old, dest, tracker_grace=600))
+    assert rc == 0 and daemon.is_running(first['pid'], 'job.json'), first
+    rc, second, _ = run(tmp_path, wait=False, **fetch_args(state_dir, newer, dest, tracker_grace=600))
+    assert rc == 0 and second['pid'] != first['pid'], second
+    assert not daemon.is_running(first['pid'], 'job.json')
+    assert daemon.is_running(second['pid'], 'job.json')
