@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge:iproute2 unshare:util-linux; do
+# tcpdump: the security tests capture the lab bridge (tests/integration/test_faults.py).
+for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge:iproute2 unshare:util-linux tcpdump:tcpdump; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

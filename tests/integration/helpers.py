@@ -1,8 +1,12 @@
 """Run the collection the way a user does: built, installed, ansible-playbook."""
+import hashlib
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -37,13 +41,57 @@ def ansible_env(collections_path, home):
     return env
 
 
-def run_playbook(lab, env, forks, extra_vars, timeout=900, playbook='p2p.swarm.distribute'):
-    argv = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', lab.inventory, '-f', str(forks), playbook]
+def playbook_argv(lab, forks, extra_vars, playbook='p2p.swarm.distribute', inventory=None):
+    argv = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory or lab.inventory,
+            '-f', str(forks), playbook]
     for key, value in extra_vars.items():
         argv += ['-e', '%s=%s' % (key, value)]
+    return argv
+
+
+def run_playbook(lab, env, forks, extra_vars, timeout=900, playbook='p2p.swarm.distribute', inventory=None):
+    argv = playbook_argv(lab, forks, extra_vars, playbook, inventory)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     proc.recap = parse_recap(proc.stdout)
     return proc
+
+
+class BackgroundPlaybook:
+    """ansible-playbook running while a test breaks things; output to files.
+
+    Its own session (process group), so a test can send it what a terminal
+    sends on Ctrl-C: a signal to the whole group.
+    """
+
+    def __init__(self, lab, env, forks, extra_vars, workdir, playbook='p2p.swarm.distribute', inventory=None):
+        self.out_path = os.path.join(str(workdir), 'playbook.out')
+        self.err_path = os.path.join(str(workdir), 'playbook.err')
+        with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
+            self.proc = subprocess.Popen(playbook_argv(lab, forks, extra_vars, playbook, inventory), env=env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+
+    def output(self):
+        with open(self.out_path) as out:
+            return out.read()
+
+    def signal_group(self, sig):
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def finish(self, timeout=900):
+        """Wait for the end; a CompletedProcess-like result with .recap."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        with open(self.err_path) as err:
+            stderr = err.read()
+        result = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.output(), stderr)
+        result.recap = parse_recap(result.stdout)
+        return result
 
 
 def parse_recap(output):
@@ -59,3 +107,99 @@ def describe(proc):
     """Enough of a failed run to see why, for assertion messages."""
     return 'rc=%s\n--- stdout (tail)\n%s\n--- stderr (tail)\n%s' % (
         proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:])
+
+
+# --- the lab as the tests see it ----------------------------------------
+
+def make_env(tmp_path_factory):
+    """A built and installed collection and the environment to run it with."""
+    base = tmp_path_factory.mktemp('ansible')
+    os.makedirs(str(base / 'tmp'), exist_ok=True)
+    return ansible_env(install_collection(str(base)), str(base))
+
+
+def write_payload(lab, name, size):
+    """A random file where the seed host can read it (the shared part of the
+    tree); returns (path, sha256)."""
+    data_dir = os.path.join(lab.workdir, 'data')
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, name)
+    data = os.urandom(size)
+    with open(path, 'wb') as handle:
+        handle.write(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def peers(lab):
+    return [h for h in lab.hosts if lab.group(h) == 'peers']
+
+
+def host_sha256(lab, host, path):
+    proc = lab.exec(host, ['sha256sum', path])
+    return proc.stdout.split()[0] if proc.returncode == 0 else 'missing: ' + proc.stderr.strip()
+
+
+def agent_statuses(lab, host, dest=None):
+    """status.json of every job on the host (or only dest's), from its private state dir."""
+    found = []
+    root = lab.host_dir(host) + '/var/lib/p2p-swarm'
+    for dirpath, _dirs, files in os.walk(root):
+        if 'status.json' in files and 'job.json' in files:
+            try:
+                with open(os.path.join(dirpath, 'job.json')) as handle:
+                    job = json.load(handle)
+                with open(os.path.join(dirpath, 'status.json')) as handle:
+                    status = json.load(handle)
+            except (OSError, ValueError):
+                continue     # being rewritten right now
+            if dest is None or job.get('dest') == dest:
+                status['job_dir'] = dirpath
+                found.append(status)
+    return found
+
+
+def _netns_inode(pid):
+    try:
+        st = os.stat('/proc/%d/ns/net' % pid)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def swarm_processes(lab):
+    """Agents or trackers the collection started, on any lab host or on the
+    controller (whose network namespace is ours). Processes of other labs
+    running on the same machine (other namespaces) are not counted."""
+    spaces = set()
+    for host in lab.hosts:
+        try:
+            st = os.stat('/run/netns/' + lab.namespace(host))
+            spaces.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    spaces.add(_netns_inode(os.getpid()))
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                args = handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+        except OSError:
+            continue
+        if '/var/lib/p2p-swarm/' in args and ('/agent.py ' in args or '/tracker.py ' in args) \
+                and _netns_inode(int(entry)) in spaces:
+            found.append('%s %s' % (entry, args.strip()))
+    return found
+
+
+def wait_for(predicate, timeout, what, every=0.2):
+    """Poll predicate until it returns something true; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %d s waiting for %s' % (timeout, what))
+        time.sleep(every)

@@ -4,15 +4,12 @@ Ten hosts (P2P_LAB_HOSTS), every link shaped, forks smaller than the host
 count, the collection built and installed with ansible-galaxy, libtorrent
 installed on each host from a wheel pushed by the peer role.
 """
-import hashlib
-import json
-import os
 import socket
-import subprocess
 
 import pytest
 
-from helpers import WHEEL_DIR, ansible_env, describe, install_collection, run_playbook
+from helpers import (WHEEL_DIR, agent_statuses, describe, host_sha256, make_env, peers, run_playbook,
+                     swarm_processes, write_payload)
 
 pytestmark = pytest.mark.lab
 
@@ -23,22 +20,13 @@ FORKS = 3
 
 @pytest.fixture(scope='module')
 def env(lab, tmp_path_factory):
-    base = tmp_path_factory.mktemp('ansible')
-    os.makedirs(base / 'tmp', exist_ok=True)
-    return ansible_env(install_collection(str(base)), str(base))
+    return make_env(tmp_path_factory)
 
 
 @pytest.fixture(scope='module')
 def payload(lab):
     """A random file where the seed host can read it (shared part of the tree)."""
-    data_dir = os.path.join(lab.workdir, 'data')
-    os.makedirs(data_dir, exist_ok=True)
-    path = os.path.join(data_dir, 'payload.bin')
-    with open(path, 'wb') as handle:
-        handle.write(os.urandom(SIZE))
-    with open(path, 'rb') as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
-    return path, digest
+    return write_payload(lab, 'payload.bin', SIZE)
 
 
 def common_vars(payload_path, **extra):
@@ -47,36 +35,8 @@ def common_vars(payload_path, **extra):
     return values
 
 
-def peers(lab):
-    return [h for h in lab.hosts if lab.group(h) == 'peers']
-
-
-def host_sha256(lab, host, path=DEST):
-    proc = lab.exec(host, ['sha256sum', path])
-    return proc.stdout.split()[0] if proc.returncode == 0 else 'missing: ' + proc.stderr.strip()
-
-
 def rx_bytes(lab, host):
     return int(lab.exec(host, ['cat', '/sys/class/net/eth0/statistics/rx_bytes']).stdout)
-
-
-def agent_statuses(lab, host):
-    """status.json of every job on the host, read from its private state dir."""
-    found = []
-    root = os.path.join(lab.host_dir(host) + '/var/lib/p2p-swarm')
-    for dirpath, _dirs, files in os.walk(root):
-        if 'status.json' in files and 'job.json' in files:
-            with open(os.path.join(dirpath, 'status.json')) as handle:
-                found.append(json.load(handle))
-    return found
-
-
-def swarm_processes(lab):
-    """Agents or trackers that the collection started, on any lab host or the
-    controller (lab hosts share the pid space); their scripts live in the state dir."""
-    out = subprocess.run(['ps', '-eo', 'pid,args'], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if '/var/lib/p2p-swarm/' in line and ('/agent.py ' in line or '/tracker.py ' in line)]
 
 
 def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
@@ -87,7 +47,7 @@ def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert proc.recap[host]['failed'] == 0 and proc.recap[host]['changed'] > 0, describe(proc)
-        assert host_sha256(lab, host) == digest, host
+        assert host_sha256(lab, host, DEST) == digest, host
         st = lab.exec(host, ['stat', '-c', '%a', DEST]).stdout.strip()
         assert st == '644', (host, st)
         leftovers = lab.exec(host, ['ls', '-A', '/srv']).stdout.split()
@@ -99,6 +59,9 @@ def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
     last_start = max(s['started_at'] for s in statuses)
     first_done = min(s['placed_at'] for s in statuses)
     assert last_start < first_done, (last_start, first_done)
+    # The download limit held on a LAN (libtorrent exempts local peers unless
+    # told otherwise): 20 MiB at 1 MiB/s cannot take less than ~19 s.
+    assert min(s['placed_at'] - s['started_at'] for s in statuses) > 15
     # Pieces came from the peers, not only from the seed.
     assert sum(s['uploaded'] for s in statuses) > SIZE, [s['uploaded'] for s in statuses]
     assert 'hosts done' in proc.stdout
