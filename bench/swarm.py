@@ -76,6 +76,11 @@ def tick(self):
             row['up'] += up
             row['conns'] += 1
         self.status['bench_peers'] = per_ip
+        if self.seeder_shut_out and 'bench_shut_out_at' not in self.status:
+            self.status['bench_shut_out_at'] = now - self.started
+            self.status['bench_seed_bytes_at_shut_out'] = sum(
+                r['down'] for k, r in per_ip.items() if k.startswith('-PS'))
+            self.status['bench_have_at_shut_out'] = self.picker.have_count
         self.status['bench_picker'] = None if self.picker is None else {
             'active': self.picker.active, 'released': sum(self.picker.released),
             'shut_out': self.seeder_shut_out}
@@ -90,6 +95,16 @@ def load_metainfo():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def cpu_seconds(pid, which=(11, 12)):
+    """CPU seconds of a live process (0 if it is gone): user + system, or `which` fields."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+        return sum(int(fields[i]) for i in which) / float(os.sysconf('SC_CLK_TCK'))
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def parse_value(text):
@@ -194,10 +209,15 @@ class SwarmRun(object):
                 break
             time.sleep(0.2)
         sampler.stop()
+        agent_cpu = sum(cpu_seconds(a.pid) for a in agents)
+        agent_sys = sum(cpu_seconds(a.pid, (12,)) for a in agents)
         statuses = dict((h, self.status(h)) for h in peers)
         seed = self.status('seed')
         self.stop()
-        return self.numbers(statuses, seed, sampler, launched)
+        result = self.numbers(statuses, seed, sampler, launched)
+        result['agents_cpu_s'] = round(agent_cpu, 1)
+        result['agents_sys_s'] = round(agent_sys, 1)
+        return result
 
     def stop(self):
         for proc in self.procs:
@@ -240,6 +260,7 @@ def main(argv=None):
     parser.add_argument('--no-stripes', action='store_true')
     parser.add_argument('--piece-kib', type=int, default=0, help='0: what p2p_torrent picks')
     parser.add_argument('--interval', type=int, default=2, help='tracker announce interval')
+    parser.add_argument('--version', default='hybrid', choices=['v1', 'v2', 'hybrid'], help='torrent version')
     parser.add_argument('--set', action='append', default=[], metavar='SETTING=VALUE')
     parser.add_argument('--const', action='append', default=[], metavar='NAME=VALUE')
     parser.add_argument('--timeout', type=int, default=180, help='seconds per swarm run')
@@ -269,14 +290,15 @@ def main(argv=None):
             bench.make_file(payload, size)
         metainfo = load_metainfo()
         url = 'http://%s:%d/announce' % (lab.ip('seed'), PORT)
-        data = metainfo.create_torrent(payload, [url], piece_size=args.piece_kib * 1024)
+        data = metainfo.create_torrent(payload, [url], piece_size=args.piece_kib * 1024, version=args.version)
         torrent = os.path.join(WORK, 'swarm.torrent')
         with open(torrent, 'wb') as handle:
             handle.write(data)
         import libtorrent as lt
         ti = lt.torrent_info(data)
         hashes = ti.info_hashes()
-        info = {'v1': str(hashes.v1), 'v2': str(hashes.v2)}
+        info = {'v1': str(hashes.v1) if hashes.has_v1() else str(hashes.v2)[:40],
+                'v2': str(hashes.v2) if hashes.has_v2() else str(hashes.v1)}
         print('# %s S=%d MiB B=%s S/B=%.2f s pieces=%d x %d KiB stripes=%s set=%s const=%s load=%.2f' % (
             args.tag, size >> 20, args.rate, limit, ti.num_pieces(), ti.piece_length() >> 10,
             'off' if args.no_stripes else 'on', args.settings, args.constants, os.getloadavg()[0]), flush=True)
@@ -287,10 +309,12 @@ def main(argv=None):
                               stripes=not args.no_stripes, piece_kib=ti.piece_length() >> 10,
                               settings=args.settings, constants=args.constants)
                 print('N=%-3d swarm %5s s (%4s S/B)  p50 %5s  p99 %5s  seed %5sx  received %5sx  cpu %4s  '
-                      'spread %4s s  gave up %d  placed %d/%d' % (
+                      'spread %4s s  agents %5s cpu-s (%s sys)  gave up %d  placed %d/%d' % (
                           n, result.get('swarm_s'), round(result['swarm_s'] / limit, 2) if result.get('swarm_s') else '-',
                           result.get('p50'), result.get('p99'), result['seed_upload_x'], result['received_x'],
-                          result.get('cpu_cores'), result.get('spread_s'), result['gave_up'], result['placed'], n),
+                          result.get('cpu_cores'), result.get('spread_s'), result['agents_cpu_s'], result['agents_sys_s'],
+                          result['gave_up'],
+                          result['placed'], n),
                       flush=True)
                 if args.out:
                     with open(args.out, 'a') as handle:
