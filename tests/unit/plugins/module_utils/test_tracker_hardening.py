@@ -99,7 +99,7 @@ def run_module(**args):
     env = dict(os.environ, PYTHONPATH=COLLECTIONS)
     proc = subprocess.run([sys.executable, '-m', 'ansible_collections.p2p.swarm.plugins.modules.p2p_tracker'],
                           input=json.dumps({'ANSIBLE_MODULE_ARGS': args}), capture_output=True, text=True,
-                          env=env, timeout=60, cwd='/')
+                          env=env, timeout=60, cwd="/", check=False)
     return json.loads(proc.stdout)
 
 
@@ -153,7 +153,7 @@ def junk_requests(rng, port):
         ('unregistered', 'GET /announce?%s HTTP/1.0\r\n\r\n' % announce_query(info_hash=os.urandom(20))),
         ('scrape short hash', 'GET /scrape?info_hash=abc HTTP/1.0\r\n\r\n'),
         ('scrape many', 'GET /scrape?%s HTTP/1.0\r\n\r\n' % '&'.join(
-            'info_hash=' + urllib.parse.quote(os.urandom(20)) for _ in range(200))),
+            'info_hash=' + urllib.parse.quote(os.urandom(20)) for dummy in range(200))),
         ('scrape bad percent', 'GET /scrape?info_hash=%g1 HTTP/1.0\r\n\r\n'),
         ('long path', 'GET /%s HTTP/1.0\r\n\r\n' % ('a' * 20000)),
         ('long header', 'GET /announce HTTP/1.0\r\nX: %s\r\n\r\n' % ('b' * 20000)),
@@ -264,7 +264,7 @@ def test_fuzz_run_gets_errors_good_clients_served_memory_bounded(tracker_process
         """Slowloris: connections that dribble a byte now and then, never finishing."""
         socks = []
         try:
-            for _ in range(60):
+            for dummy in range(60):
                 s = socket.create_connection(('127.0.0.1', port), timeout=5)
                 s.sendall(b'GET /announce?')
                 socks.append(s)

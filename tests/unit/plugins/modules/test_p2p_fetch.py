@@ -353,9 +353,9 @@ def test_a_new_torrent_for_the_same_dest_stops_the_old_agent(tmp_path, state_dir
     (newer_src / 'pkg.bin').write_bytes(payload(SIZE, b'v2'))
     newer = make_torrent(newer_src / 'pkg.bin', tracker_url)
     dest = tmp_path / 'pkg.bin'
-    rc, first, _ = run(tmp_path, wait=False, **fetch_args(state_dir, old, dest, tracker_grace=600))
+    rc, first, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, old, dest, tracker_grace=600))
     assert rc == 0 and daemon.is_running(first['pid'], 'job.json'), first
-    rc, second, _ = run(tmp_path, wait=False, **fetch_args(state_dir, newer, dest, tracker_grace=600))
+    rc, second, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, newer, dest, tracker_grace=600))
     assert rc == 0 and second['pid'] != first['pid'], second
     assert not daemon.is_running(first['pid'], 'job.json')
     assert daemon.is_running(second['pid'], 'job.json')
