@@ -355,8 +355,12 @@ class Agent(object):
         if self.handle is None or self.status['state'] == 'failed':
             return
         st = self.handle.status()
+        # st.progress is relative to the *wanted* pieces; with striped piece
+        # priorities most are unwanted at first, so report the whole file's share.
+        total = float(st.total)
         self.status.update(
-            progress=round(st.progress, 4), downloaded=st.total_payload_download,
+            progress=round(min(1.0, st.total_done / total), 4) if total else round(st.progress, 4),
+            downloaded=st.total_payload_download,
             uploaded=st.all_time_upload, download_rate=st.download_payload_rate,
             upload_rate=st.upload_payload_rate, peers=st.num_peers, seeds=st.num_seeds,
             swarm_incomplete=st.num_incomplete, swarm_complete=st.num_complete,
