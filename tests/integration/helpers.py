@@ -51,7 +51,13 @@ def playbook_argv(lab, forks, extra_vars, playbook='p2p.swarm.distribute', inven
 
 def run_playbook(lab, env, forks, extra_vars, timeout=900, playbook='p2p.swarm.distribute', inventory=None):
     argv = playbook_argv(lab, forks, extra_vars, playbook, inventory)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        # Keep what it printed: the assertion message must say where it hung.
+        out = exc.stdout.decode('utf-8', 'replace') if isinstance(exc.stdout, bytes) else (exc.stdout or '')
+        err = exc.stderr.decode('utf-8', 'replace') if isinstance(exc.stderr, bytes) else (exc.stderr or '')
+        proc = subprocess.CompletedProcess(argv, None, out + '\n[killed after %d s]\n' % timeout, err)
     proc.recap = parse_recap(proc.stdout)
     return proc
 
