@@ -38,6 +38,7 @@ TICK = 0.5  # seconds between status updates and alert polls
 SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
 STRIPE_EVERY = 0.2  # seconds between piece-priority updates while striping
 STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before striping gives up
+PART_FILE_GRACE = 10.0  # seconds a finished download may wait for libtorrent to create its file
 # The seeding agent's peer-id prefix, so download agents can tell the
 # original seeder from peers that finished (see StripePicker).
 SEED_FINGERPRINT = '-PS0001-'
@@ -260,6 +261,7 @@ class Agent(object):
         self.session = None
         self.handle = None
         self.picker = None            # StripePicker when the job asks for striping
+        self.part_missing_since = None
         self.seeder_shut_out = False
         self.open_filter = None       # the ip filter from before the seeder was shut out
 
@@ -315,6 +317,13 @@ class Agent(object):
     def place(self):
         """Give the complete, hash-checked data its final name and attributes."""
         part = os.path.join(os.path.dirname(self.dest), part_name(self.dest))
+        if not os.path.exists(part):
+            # libtorrent hashes the last piece from its write buffer and may
+            # report the download complete a moment before its disk thread
+            # has created the file: try again on the next tick.
+            self.part_missing_since = self.part_missing_since or time.time()
+            if time.time() - self.part_missing_since < PART_FILE_GRACE:
+                return
         try:
             owner, group = self.job.get('owner'), self.job.get('group')
             if owner is not None or group is not None:
