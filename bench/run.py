@@ -598,6 +598,7 @@ def plot(results, png_path):
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         log('matplotlib is not installed (pip install -r bench/requirements.txt): no plot')
         return
@@ -616,6 +617,7 @@ def plot(results, png_path):
     ax.set_xscale('log')
     ax.set_xticks(ns)
     ax.set_xticklabels([str(n) for n in ns])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel('hosts N (forks = N)')
     ax.set_ylabel('seconds (log scale)')
     s = results['settings']
