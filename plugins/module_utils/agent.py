@@ -312,7 +312,10 @@ class Agent(object):
             self.announced_ok = True
         elif isinstance(alert, lt.tracker_error_alert):
             url = alert.tracker_url().split('?', 1)[0]
-            self.last_tracker_error = '%s: %s' % (url, alert.error.message())
+            # The tracker's own words ("unregistered torrent") say more than
+            # libtorrent's generic "tracker sent a failure message".
+            reason = alert.failure_reason() or alert.error.message()
+            self.last_tracker_error = '%s: %s' % (url, reason)
 
     def place(self):
         """Give the complete, hash-checked data its final name and attributes."""

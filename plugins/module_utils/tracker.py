@@ -427,6 +427,12 @@ class Swarm:
             self._maybe_reload()
             torrent = self.by_key.get(req['info_hash'])
             if torrent is None:
+                # A seeder announces right after its torrent is registered,
+                # often before the periodic check: look again before refusing
+                # (a refusal makes libtorrent back off for a long while).
+                self._maybe_reload(force=True)
+                torrent = self.by_key.get(req['info_hash'])
+            if torrent is None:
                 self.announces['unregistered'] += 1
                 return failure('unregistered torrent')
             now = self.clock()

@@ -397,6 +397,15 @@ def test_registration_is_reloaded_when_the_file_changes(srv, tmp_path):
     assert announce(srv, info_hash=V1_OTHER) == {b'failure reason': b'unregistered torrent'}
 
 
+def test_a_torrent_registered_just_now_is_served_at_once(srv, tmp_path):
+    """The seeder announces right after the role registers its torrent; a
+    refusal there would make libtorrent wait a minute before trying again."""
+    new = bytes.fromhex('88' * 20)
+    assert announce(srv, info_hash=new) == {b'failure reason': b'unregistered torrent'}
+    register(tmp_path, {V1.hex(): {'name': 'pkg'}, new.hex(): {'name': 'new'}})
+    assert b'peers' in announce(srv, info_hash=new)
+
+
 def test_bad_registration_file_keeps_previous_registrations(srv, tmp_path):
     assert V1.hex() in status_of(srv)['torrents']
     with open(os.path.join(str(tmp_path), 'torrents.json'), 'w') as handle:
