@@ -370,6 +370,10 @@ class Agent(object):
         # st.progress is relative to the *wanted* pieces; with striped piece
         # priorities most are unwanted at first, so report the whole file's share.
         total = float(st.total)
+        if 'resumed' not in self.status and not self.seed and st.state not in (
+                lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
+            # Verified bytes found on disk at start: what an interrupted run left.
+            self.status['resumed'] = st.total_done
         self.status.update(
             progress=round(min(1.0, st.total_done / total), 4) if total else round(st.progress, 4),
             downloaded=st.total_payload_download,

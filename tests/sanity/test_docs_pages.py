@@ -14,7 +14,7 @@ import yaml
 
 from sanity_helpers import ROOT, module_names, role_names
 
-PAGES = ['getting-started.md', 'roles.md', 'how-it-works.md', 'troubleshooting.md']
+PAGES = ['getting-started.md', 'roles.md', 'how-it-works.md', 'troubleshooting.md', 'reliability.md', 'security.md']
 # Names that are not role variables: the playbook's own variable, the
 # announce parameter the agents send to the tracker, and the result the
 # seeder's torrent step registers.
