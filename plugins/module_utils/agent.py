@@ -43,11 +43,44 @@ PART_FILE_GRACE = 10.0  # seconds a finished download may wait for libtorrent to
 # original seeder from peers that finished (see StripePicker).
 SEED_FINGERPRINT = '-PS0001-'
 PEER_FINGERPRINT = '-PP0001-'
+# libtorrent loads Diffie-Hellman parameters for every SSL torrent and flags
+# the torrent with an error without them. These are the fixed, published
+# ffdhe2048 group of RFC 7919 (what `openssl genpkey -genparam -algorithm DH
+# -pkeyopt group:ffdhe2048` prints), so nothing has to be generated per run.
+FFDHE2048_PEM = '''\
+-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+'''
 
 
 def part_name(dest):
     """The hidden name beside dest that holds data until it is complete."""
     return '.%s.p2p-part' % os.path.basename(dest)
+
+
+def reserve_space(path, size):
+    """Create the hidden part file with all its blocks allocated, so that
+    "disk full" is one clear error now and not a failure mid-download
+    (libtorrent itself allocates only when it first writes, which can be
+    after another process has taken the space). Returns True when the file
+    is new; an existing one holds a partial download to resume."""
+    created = not os.path.exists(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if created:
+            os.unlink(path)
+        raise OSError(exc.errno, 'no space left for %s (%d bytes): %s' % (path, size, exc.strerror))
+    finally:
+        os.close(fd)
+    return created
 
 
 def session_settings(job):
@@ -59,6 +92,10 @@ def session_settings(job):
     CPU of TCP on a LAN. Everything here stays inside the swarm.
     """
     listen = '%s:%d' % (job.get('listen_address') or '0.0.0.0', int(job.get('listen_port') or 0))
+    if job.get('ssl'):
+        # An SSL torrent talks to its peers over TLS only, on an SSL listen
+        # socket (the 's' suffix); libtorrent announces that port for it.
+        listen += 's'
     return {
         'listen_interfaces': listen,
         'enable_dht': False,
@@ -96,6 +133,7 @@ def session_settings(job):
         'alert_mask': (lt.alert.category_t.error_notification
                        | lt.alert.category_t.status_notification
                        | lt.alert.category_t.storage_notification
+                       | lt.alert.category_t.peer_notification
                        | lt.alert.category_t.tracker_notification) if lt else 0,
     }
 
@@ -262,14 +300,20 @@ class Agent(object):
         self.handle = None
         self.picker = None            # StripePicker when the job asks for striping
         self.part_missing_since = None
+        self.new_part = None          # the part file this run created, while it holds no data
         self.seeder_shut_out = False
         self.open_filter = None       # the ip filter from before the seeder was shut out
 
     # -- set-up ---------------------------------------------------------
     def start(self):
+        ti = lt.torrent_info(self.job['torrent'])
+        # An SSL torrent carries the root certificate of the run's CA.
+        self.job['ssl'] = bool(ti.ssl_cert())
+        self.status['ssl'] = self.job['ssl']
+        if self.job['ssl'] and not (self.job.get('ssl_cert') and self.job.get('ssl_key')):
+            raise ValueError('the torrent is an SSL torrent and no ssl_cert/ssl_key was given')
         self.session = lt.session(session_settings(self.job))
         apply_rate_limits_to_lan(self.session)
-        ti = lt.torrent_info(self.job['torrent'])
         if self.job.get('allowed_peers'):
             allowed = list(self.job['allowed_peers'])
             allowed += tracker_addresses([t.url for t in ti.trackers()])
@@ -279,9 +323,11 @@ class Agent(object):
         params.save_path = os.path.dirname(self.dest)
         name = os.path.basename(self.dest) if self.seed else part_name(self.dest)
         params.renamed_files = {0: name}
-        # Allocating the whole file up front turns "disk full" into one clear
-        # error at the start instead of a failure (or SIGBUS) mid-download.
         params.storage_mode = lt.storage_mode_t.storage_mode_allocate
+        if not self.seed and reserve_space(os.path.join(params.save_path, name), ti.total_size()):
+            # A file just created holds no piece: nothing to check.
+            params.flags |= lt.torrent_flags.no_verify_files
+            self.new_part = os.path.join(params.save_path, name)
         params.trackers = [tracker_url_for(t.url, self.job.get('peer_name'))
                            for t in ti.trackers()]
         params.flags &= ~lt.torrent_flags.auto_managed
@@ -297,6 +343,11 @@ class Agent(object):
             # Priorities from the first request on, not a moment after.
             params.piece_priorities = self.picker.priorities()
         self.handle = self.session.add_torrent(params)
+        if self.job['ssl']:
+            # This host's certificate, signed by the CA in the torrent; peers
+            # without one from that CA fail the TLS handshake both ways.
+            with open(self.job['ssl_cert']) as cert, open(self.job['ssl_key']) as key:
+                self.handle.set_ssl_certificate_buffer(cert.read(), key.read(), FFDHE2048_PEM)
 
     # -- events ---------------------------------------------------------
     def on_alert(self, alert):
@@ -308,6 +359,14 @@ class Agent(object):
             self.placed_at = time.time()
             self.status.update(placed=True, placed_at=self.placed_at)
             self.write_placed_stamp()
+        elif isinstance(alert, lt.hash_failed_alert):
+            # Corrupt data never reaches dest: the piece is dropped and fetched again.
+            self.status['hash_failures'] = self.status.get('hash_failures', 0) + 1
+        elif isinstance(alert, lt.peer_ban_alert):
+            # libtorrent bans a peer whose data failed the hash check.
+            banned = self.status.setdefault('banned_peers', [])
+            if alert.ip[0] not in banned:
+                banned.append(alert.ip[0])
         elif isinstance(alert, lt.tracker_reply_alert):
             self.announced_ok = True
         elif isinstance(alert, lt.tracker_error_alert):
@@ -509,6 +568,10 @@ class Agent(object):
         # by stop_tracker_timeout) and closes files.
         self.handle = None
         self.session = None
+        if self.new_part and not self.status.get('downloaded') and os.path.exists(self.new_part):
+            # A run that got no data (tracker unreachable, stopped early)
+            # leaves nothing behind; one with data keeps it for a rerun.
+            os.unlink(self.new_part)
         return 0 if self.status['state'] != 'failed' else 1
 
 

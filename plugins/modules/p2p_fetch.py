@@ -165,6 +165,23 @@ options:
       - Ignored with O(state=seeding).
     type: int
     default: 0
+  ssl_cert:
+    description:
+      - Path on the managed host of this host's certificate (PEM), signed by
+        the CA whose root certificate the torrent carries (an SSL torrent, see
+        O(p2p.swarm.p2p_torrent#module:ssl_ca_cert)). Its subjectAltName must
+        hold a DNS entry equal to the torrent's name, or V(*).
+      - Required, with O(ssl_key), for an SSL torrent; ignored, with a warning,
+        for any other torrent.
+      - With an SSL torrent the agent listens on O(listen_port) for TLS
+        connections only and exchanges data only with peers that show a
+        certificate of the same CA; M(p2p.swarm.p2p_certificate) makes them.
+    type: path
+  ssl_key:
+    description:
+      - Path on the managed host of the private key (PEM, unencrypted) of
+        O(ssl_cert). Keep it C(0600).
+    type: path
 notes:
   - O(mode) is applied before the file gets its final name when it is an octal
     number; a symbolic mode is applied right after.
@@ -172,6 +189,7 @@ seealso:
   - module: p2p.swarm.p2p_torrent
   - module: p2p.swarm.p2p_wait
   - module: p2p.swarm.p2p_tracker
+  - module: p2p.swarm.p2p_certificate
 '''
 
 EXAMPLES = r'''
@@ -203,6 +221,13 @@ EXAMPLES = r'''
     torrent: /build/app.torrent
     dest: /build/app.tar.gz
     state: seeding
+
+- name: Download an SSL torrent (authenticated swarm) with this host's certificate
+  p2p.swarm.p2p_fetch:
+    torrent: /var/lib/p2p-swarm/app.torrent
+    dest: /opt/app/app.tar.gz
+    ssl_cert: /var/lib/p2p-swarm/ssl/host.pem
+    ssl_key: /var/lib/p2p-swarm/ssl/host.key
 
 - name: After an interrupted play, stop every agent on the host
   p2p.swarm.p2p_fetch:
@@ -252,6 +277,23 @@ size:
   description: Size of the content in bytes.
   returned: success
   type: int
+ssl:
+  description: Whether the torrent is an SSL torrent (data only over TLS between holders of the CA's certificates).
+  returned: when O(torrent) is given
+  type: bool
+hash_failures:
+  description: >-
+    Pieces that failed the hash check and were fetched again. Corrupt data never
+    reaches O(dest); a non-zero count means a peer sent bad data (a failing disk or
+    memory on that peer, or an attacker).
+  returned: when a piece failed its check
+  type: int
+banned_peers:
+  description: Addresses of peers banned for sending data that failed the hash check.
+  returned: when a peer was banned
+  type: list
+  elements: str
+  sample: [10.0.0.7]
 '''
 
 import os
@@ -309,6 +351,31 @@ def allowed_networks(module, entries):
     return networks
 
 
+def check_ssl_files(module, ti, params):
+    """For an SSL torrent, ssl_cert and ssl_key must name readable PEM files."""
+    if not ti.ssl_cert():
+        if params['ssl_cert'] or params['ssl_key']:
+            module.warn('ssl_cert/ssl_key ignored: %s is not an SSL torrent' % params['torrent'])
+        return
+    missing = [name for name in ('ssl_cert', 'ssl_key') if not params[name]]
+    if missing:
+        module.fail_json(msg='torrent %s is an SSL torrent (it carries a root certificate): %s must be '
+                         'given, a certificate signed by that CA and its key'
+                         % (params['torrent'], ' and '.join(missing)), ssl=True)
+    for name, marker in (('ssl_cert', '-----BEGIN CERTIFICATE-----'), ('ssl_key', 'PRIVATE KEY-----')):
+        path = params[name]
+        try:
+            with open(path) as handle:
+                text = handle.read(65536)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg='%s %s cannot be read: %s' % (name, path, exc.strerror or exc), ssl=True)
+        except UnicodeDecodeError:
+            text = ''
+        if marker not in text:
+            module.fail_json(msg='%s %s is not a PEM %s' % (name, path, 'certificate' if name == 'ssl_cert'
+                                                            else 'private key'), ssl=True)
+
+
 def check_dest(module, dest):
     parent = os.path.dirname(dest) or '.'
     if os.path.isdir(dest):
@@ -342,7 +409,7 @@ def numeric_mode(mode):
 
 
 def agent_result(status, pid=None):
-    keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error')
+    keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error', 'hash_failures', 'banned_peers')
     result = dict((k, status[k]) for k in keys if status.get(k) is not None)
     result['status'] = status.get('state', 'absent')
     if pid is not None:
@@ -360,7 +427,8 @@ class Fetch(object):
         self.ti = load_torrent(module, self.params['torrent'])
         self.info_hash = jobs.info_hash_hex(self.ti)
         self.job = jobs.Job(self.params['state_dir'], self.info_hash, self.dest)
-        self.base = dict(dest=self.dest, info_hash=self.info_hash, size=verify.content_size(self.ti))
+        self.base = dict(dest=self.dest, info_hash=self.info_hash, size=verify.content_size(self.ti),
+                         ssl=bool(self.ti.ssl_cert()))
 
     def exit(self, changed, **extra):
         result = dict(self.base, changed=changed)
@@ -389,6 +457,8 @@ class Fetch(object):
             'listen_port': p['listen_port'], 'listen_address': p['listen_address'],
             'allowed_peers': allowed_networks(self.module, p['allowed_peers']),
             'stripe_index': p['stripe_index'], 'stripe_count': 0 if seed else p['stripe_count'],
+            'ssl_cert': p['ssl_cert'] and os.path.abspath(p['ssl_cert']),
+            'ssl_key': p['ssl_key'] and os.path.abspath(p['ssl_key']),
         }
 
     def stop_other_agents_on_dest(self):
@@ -403,6 +473,7 @@ class Fetch(object):
                     job.stop(pid)
 
     def start_agent(self, seed):
+        check_ssl_files(self.module, self.ti, self.params)
         try:
             self.stop_other_agents_on_dest()
             return self.job.start(agent_lib, self.agent_job(seed), self.params['python'] or sys.executable)
@@ -430,6 +501,7 @@ class Fetch(object):
                 self.exit(changed, status='complete', progress=1.0,
                           msg='dest already holds the content')
             if self.module.check_mode:
+                check_ssl_files(self.module, self.ti, self.params)
                 self.exit(True, status='absent', msg='would download %s' % self.dest)
             check_space(self.module, self.dest, verify.content_size(self.ti))
             pid = self.start_agent(seed=False)
@@ -546,6 +618,8 @@ def main():
             allowed_peers=dict(type='list', elements='str', default=[]),
             stripe_index=dict(type='int', default=0),
             stripe_count=dict(type='int', default=0),
+            ssl_cert=dict(type='path'),
+            ssl_key=dict(type='path'),
         ),
         add_file_common_args=True,
         supports_check_mode=True,

@@ -4,13 +4,17 @@ clean-up, the ip filter. Everything stays on loopback; every agent a test
 starts is stopped by the fixture, whatever the test did."""
 
 import hashlib
+import http.client
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+from urllib.parse import urlencode
 
 import libtorrent as lt
 import pytest
@@ -392,3 +396,162 @@ def test_killed_download_resumes_from_its_partial_file(tmp_path, state_dir, trac
     assert second['downloaded'] < size, (had, second['downloaded'])
     # Pieces still in libtorrent's write queue at the kill are lost; the rest is kept.
     assert job.read_status()['resumed'] >= had / 4, (had, job.read_status())
+
+
+# ------------------------------------------------------------- corrupt peer
+
+EVIL_IP = '127.0.0.7'
+
+
+class CorruptSeed(object):
+    """A peer that claims every piece and answers each request with junk.
+
+    libtorrent's own seed mode checks a piece before sending it, so the bad
+    peer speaks the wire protocol itself: handshake, bitfield, unchoke, then
+    random bytes for every block asked for. It announces itself to the
+    tracker like any seed."""
+
+    def __init__(self, info_hash, num_pieces):
+        self.info_hash = info_hash
+        self.num_pieces = num_pieces
+        self.blocks_sent = 0
+        self.connections = 0
+        self.server = socket.socket()
+        self.server.bind((EVIL_IP, 0))
+        self.server.listen(8)
+        self.server.settimeout(0.5)
+        self.port = self.server.getsockname()[1]
+        self.stopped = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def announce(self, tracker):
+        query = urlencode({'info_hash': self.info_hash, 'peer_id': b'-EV0001-' + b'x' * 12, 'port': self.port,
+                           'uploaded': 0, 'downloaded': 0, 'left': 0, 'compact': 1, 'event': 'started'})
+        conn = http.client.HTTPConnection(TRACKER_IP, tracker.port, timeout=5, source_address=(EVIL_IP, 0))
+        conn.request('GET', '/announce?' + query)
+        body = conn.getresponse().read()
+        conn.close()
+        assert b'failure' not in body, body
+
+    def _serve(self):
+        while not self.stopped:
+            try:
+                conn, dummy = self.server.accept()
+            except socket.timeout:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn):
+        conn.settimeout(10)
+        try:
+            hello = self._read(conn, 68)
+            if hello[28:48] != self.info_hash:
+                return
+            conn.sendall(b'\x13BitTorrent protocol' + b'\0' * 8 + self.info_hash + b'-EV0001-' + b'y' * 12)
+            bits = bytearray(b'\xff' * ((self.num_pieces + 7) // 8))
+            if self.num_pieces % 8:
+                bits[-1] = (0xff << (8 - self.num_pieces % 8)) & 0xff
+            conn.sendall(struct.pack('>IB', 1 + len(bits), 5) + bytes(bits) + struct.pack('>IB', 1, 1))
+            while not self.stopped:
+                length = struct.unpack('>I', self._read(conn, 4))[0]
+                message = self._read(conn, length) if length else b''
+                if message[:1] == b'\x06':           # request: index, begin, length
+                    index, begin, size = struct.unpack('>III', message[1:13])
+                    conn.sendall(struct.pack('>IBII', 9 + size, 7, index, begin) + os.urandom(size))
+                    self.blocks_sent += 1
+        except (OSError, ValueError, struct.error):
+            pass
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _read(conn, count):
+        data = b''
+        while len(data) < count:
+            chunk = conn.recv(count - len(data))
+            if not chunk:
+                raise ValueError('closed')
+            data += chunk
+        return data
+
+    def stop(self):
+        self.stopped = True
+        self.thread.join(5)
+        self.server.close()
+
+
+def test_a_peer_sending_corrupt_pieces_is_banned_and_dest_gets_only_good_data(tmp_path, state_dir, content, tracker):
+    torrent = make_torrent(content, tracker.announce_url, version='v1')
+    desc = metainfo.describe(torrent)
+    tracker.register(desc)
+    evil = CorruptSeed(bytes.fromhex(desc['info_hash']), lt.torrent_info(torrent).num_pieces())
+    try:
+        evil.announce(tracker)
+        dest = tmp_path / 'got.bin'
+        args = fetch_args(state_dir, torrent, dest, run_id='evil', peer_name='peer', timeout=60)
+        rc, started, dummy = run(tmp_path, wait=False, **args)
+        assert rc == 0, started
+        job = jobs.Job(state_dir, desc['info_hash'], str(dest))
+        # The only source is the bad peer: its junk fails the check and gets it banned.
+        wait_until(lambda: EVIL_IP in job.read_status().get('banned_peers', []), 30, 'the corrupt peer to be banned')
+        status = job.read_status()
+        assert status['hash_failures'] >= 1 and status['progress'] == 0, status
+        assert evil.blocks_sent > 0 and not dest.exists()
+        # Now the honest seed: the download completes from it alone.
+        rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
+                                                        listen_address=SEED_IP, peer_name='seed'))
+        assert rc == 0 and seeding['status'] == 'seeding', seeding
+        sent_before = evil.blocks_sent
+        rc, result, dummy = run(tmp_path, **args)
+        assert rc == 0 and result['changed'], result
+        assert dest.read_bytes() == content.read_bytes()
+        assert result['banned_peers'] == [EVIL_IP] and result['hash_failures'] >= 1, result
+        assert evil.blocks_sent == sent_before     # banned: never asked again
+    finally:
+        evil.stop()
+
+
+# ------------------------------------------------------- disk full mid-way
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root, as CI runs)."""
+    if os.geteuid() != 0:
+        pytest.fail('this test mounts a tmpfs and must run as root (scripts/test.sh does)')
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(['umount', '-l', str(mount)], check=False)
+
+
+def test_disk_filling_up_mid_download_does_not_stop_it(tmp_path, state_dir, content, tracker, small_disk):
+    """The agent allocates the whole file before the first piece, so another
+    process filling the disk mid-way takes nothing from the download."""
+    torrent = make_torrent(content, tracker.announce_url)
+    tracker.register(metainfo.describe(torrent))
+    rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
+                                                    listen_address=SEED_IP, peer_name='seed'))
+    assert rc == 0, seeding
+    dest = small_disk / 'got.bin'
+    args = fetch_args(state_dir, torrent, dest, run_id='full', peer_name='peer', timeout=60,
+                      download_rate_limit=64 * 1024)             # ~4 s for 256 KiB
+    rc, started, dummy = run(tmp_path, wait=False, **args)
+    assert rc == 0, started
+    job = jobs.Job(state_dir, metainfo.describe(torrent)['info_hash'], str(dest))
+    wait_until(lambda: 0.05 < job.read_status().get('progress', 0) < 0.7, 20, 'the download to be under way')
+    with pytest.raises(OSError) as full:
+        with open(str(small_disk / 'filler'), 'wb') as filler:
+            for dummy in range(64):                              # 64 x 32 KiB > the 1 MiB disk
+                filler.write(b'\0' * 32 * 1024)
+                filler.flush()
+    assert 'No space left' in str(full.value)
+    assert job.read_status()['progress'] < 1, 'the disk filled up too late to test anything'
+    rc, result, dummy = run(tmp_path, **args)
+    assert rc == 0 and result['changed'], result.get('msg', result)
+    assert dest.read_bytes() == content.read_bytes()
+    run(tmp_path, state='stopped', state_dir=state_dir)
