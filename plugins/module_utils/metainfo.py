@@ -190,7 +190,17 @@ def _new_create_torrent(entries, piece_size, flags):
     return lt.create_torrent(storage, piece_size, flags)
 
 
-def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid', comment=None):
+def validate_root_cert(pem):
+    """Raise ValueError unless pem (text) holds one PEM certificate."""
+    begin, end = '-----BEGIN CERTIFICATE-----', '-----END CERTIFICATE-----'
+    text = pem.strip() if isinstance(pem, str) else ''
+    if not (text.startswith(begin) and text.endswith(end)) or text.count(begin) != 1:
+        raise ValueError('the root certificate must be one PEM certificate '
+                         '(-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)')
+
+
+def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid', comment=None,
+                   root_cert=None):
     """Make a .torrent for the file or directory at path and return its bytes.
 
     A file gives a single-file torrent named after it; a directory gives a
@@ -200,7 +210,10 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
     torrent and are left out). trackers is a list of announce URLs, each put
     in its own tier so that clients try them in the given order.
     piece_size 0 picks one with choose_piece_size(). version is 'v1',
-    'v2' or 'hybrid'.
+    'v2' or 'hybrid'. root_cert, the PEM text of a CA certificate, makes
+    an SSL torrent: libtorrent then exchanges its data only over TLS with
+    peers whose certificate that CA signed. The certificate is part of the
+    info dictionary, so it changes the info-hash.
 
     Raises ValueError for bad options or content that cannot be shared, and
     OSError (FileNotFoundError, PermissionError, ...) for file system errors.
@@ -211,6 +224,8 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
     trackers = list(trackers or [])
     for url in trackers:
         validate_tracker_url(url)
+    if root_cert is not None:
+        validate_root_cert(root_cert)
 
     base, found = _scan(path)
     total = sum(item[1] for item in found)
@@ -229,6 +244,9 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
         ct.set_comment(comment)
     for tier, url in enumerate(trackers):
         ct.add_tracker(url, tier)
+    if root_cert is not None:
+        # Stored as given (a PEM file's text), so the bytes stay deterministic.
+        ct.set_root_cert(root_cert)
 
     try:
         lt.set_piece_hashes(ct, base)
@@ -339,7 +357,8 @@ def describe(torrent):
     left out), piece_length, num_pieces, files (list of {path, size}, path
     relative to the torrent's top: the file name for a single-file torrent,
     'dir/file' below the top directory for a multi-file one, padding files
-    left out), trackers, private, comment, raw_paths (path components as the
+    left out), trackers, private, comment, ssl (whether it is an SSL torrent,
+    i.e. carries a root certificate), raw_paths (path components as the
     metainfo states them, for check_paths_safe).
 
     Raises ValueError('not a valid torrent: ...') for anything libtorrent
@@ -390,6 +409,7 @@ def describe(torrent):
         'trackers': _trackers(metainfo),
         'private': bool(ti.priv()),
         'comment': ti.comment() or None,
+        'ssl': bool(ti.ssl_cert()),
         'raw_name': _text(info.get(b'name')),
         'raw_paths': _raw_paths(info),
     }
