@@ -109,6 +109,18 @@ options:
       - Quote octal values in YAML so that they stay octal.
     type: raw
     default: '0644'
+  ssl_ca_cert:
+    description:
+      - Path on the target host of a CA certificate (one PEM certificate). It is
+        embedded in the torrent as its root certificate, which makes an SSL
+        torrent; libtorrent then exchanges the data only over TLS, and only with
+        peers showing a certificate signed by this CA (see
+        O(p2p.swarm.p2p_fetch#module:ssl_cert) and M(p2p.swarm.p2p_certificate)).
+      - The certificate is part of the info dictionary, so it changes the
+        info-hash. The same content, options and certificate still give the
+        same bytes.
+      - Not set (the default) makes a plain torrent.
+    type: path
 notes:
   - The file is written through a temporary file in the directory of O(dest) and
     renamed into place, so readers never see a half-written torrent.
@@ -146,6 +158,14 @@ EXAMPLES = r'''
     piece_size: 4194304
     comment: nightly build
     mode: '0600'
+
+- name: Make an SSL torrent that only holders of the run's certificates can use
+  p2p.swarm.p2p_torrent:
+    path: /build/app-1.2.tar.gz
+    dest: /var/lib/p2p-swarm/app-1.2.tar.gz.torrent
+    trackers:
+      - http://10.0.0.1:6969/announce
+    ssl_ca_cert: /var/lib/p2p-swarm/ssl/ca.pem
 '''
 
 RETURN = r'''
@@ -231,6 +251,11 @@ version:
   returned: success
   type: str
   sample: hybrid
+ssl:
+  description: Whether the torrent is an SSL torrent, that is, carries the root certificate of O(ssl_ca_cert).
+  returned: success
+  type: bool
+  sample: false
 '''
 
 import os
@@ -251,10 +276,11 @@ ARGUMENT_SPEC = dict(
     version=dict(type='str', default='hybrid', choices=list(metainfo.VERSIONS)),
     comment=dict(type='str'),
     mode=dict(type='raw', default='0644'),
+    ssl_ca_cert=dict(type='path'),
 )
 
 RETURNED = ('info_hash', 'info_hash_v2', 'name', 'size', 'piece_length', 'num_pieces',
-            'files', 'trackers', 'private', 'version')
+            'files', 'trackers', 'private', 'version', 'ssl')
 
 
 class TorrentModule(AnsibleModule):
@@ -350,10 +376,22 @@ def run_module(module):
                                  % (params['mode'],))
         initial_mode = 0o600
 
+    root_cert = None
+    if params['ssl_ca_cert']:
+        try:
+            with open(params['ssl_ca_cert']) as handle:
+                root_cert = handle.read()
+            metainfo.validate_root_cert(root_cert)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg='ssl_ca_cert %s cannot be read on %s: %s'
+                                 % (params['ssl_ca_cert'], host, getattr(exc, 'strerror', None) or exc))
+        except (ValueError, UnicodeDecodeError) as exc:
+            module.fail_json(msg='ssl_ca_cert %s: %s' % (params['ssl_ca_cert'], exc))
+
     try:
         data = metainfo.create_torrent(
             path, trackers, private=params['private'], piece_size=params['piece_size'],
-            version=params['version'], comment=params['comment'])
+            version=params['version'], comment=params['comment'], root_cert=root_cert)
     except ValueError as exc:
         module.fail_json(msg='%s (on %s)' % (exc, host))
     except EnvironmentError as exc:

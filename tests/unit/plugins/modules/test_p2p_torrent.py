@@ -29,7 +29,7 @@ COLLECTIONS = os.path.join(ROOT, '.collections')
 MODULE = 'ansible_collections.p2p.swarm.plugins.modules.p2p_torrent'
 TRACKER = 'http://10.0.0.1:6969/announce'
 RETURN_KEYS = {'changed', 'dest', 'info_hash', 'info_hash_v2', 'name', 'size', 'piece_length',
-               'num_pieces', 'files', 'trackers', 'private', 'version'}
+               'num_pieces', 'files', 'trackers', 'private', 'version', 'ssl'}
 
 
 def _payload(size, seed=b'mod'):
@@ -298,7 +298,7 @@ def test_documentation_is_valid_yaml_and_matches_argument_spec():
     yaml.safe_load(p2p_torrent.EXAMPLES)
     spec = p2p_torrent.ARGUMENT_SPEC
     assert set(doc['options']) == set(spec) == {'path', 'dest', 'trackers', 'private', 'piece_size',
-                                                'version', 'comment', 'mode'}
+                                                'version', 'comment', 'mode', 'ssl_ca_cert'}
     for name, option in spec.items():
         documented = doc['options'][name]
         for key in ('type', 'elements', 'choices', 'default'):
