@@ -5,8 +5,8 @@ both directions (htb + bfifo) and its own sshd that sees private /tmp,
 /var/tmp, /srv, /opt and /var/lib/p2p-swarm (everything else is shared).
 The root namespace is the controller: it runs Ansible over ssh.
 
-    python tests/lab/lab.py up N [--rate 50mbit] [--dir /var/lib/p2p-lab] [--prefix p2plab]
-    python tests/lab/lab.py down [--dir ...] [--prefix ...] [--purge]
+    python tests/lab/lab.py up N [--rate 50mbit] [--dir /var/lib/p2p-lab] [--prefix p2plab] [--subnet 10.231.0]
+    python tests/lab/lab.py down [--dir ...] [--prefix ...] [--subnet ...] [--purge]
     python tests/lab/lab.py status [--dir ...]
 
 From Python (as root):
@@ -713,7 +713,7 @@ class Lab:
 # --- command line -----------------------------------------------------------
 
 def _cmd_up(args):
-    lab = Lab(args.n, rate=args.rate, workdir=args.dir, prefix=args.prefix)
+    lab = Lab(args.n, rate=args.rate, workdir=args.dir, prefix=args.prefix, subnet=args.subnet)
     t0 = time.monotonic()
     lab.up()
     print('lab up: seed + %d peers, %s per link, in %.1fs' % (lab.n, lab.rate, time.monotonic() - t0))
@@ -725,7 +725,7 @@ def _cmd_up(args):
 def _cmd_down(args):
     lab = Lab.load(args.dir)
     if lab is None:      # no state file: clear whatever a crashed lab left
-        lab = Lab(1, workdir=args.dir, prefix=args.prefix)
+        lab = Lab(1, workdir=args.dir, prefix=args.prefix, subnet=args.subnet)
     t0 = time.monotonic()
     lab.down(purge=args.purge)
     print('lab down (%s) in %.1fs' % (lab.prefix, time.monotonic() - t0))
@@ -735,7 +735,7 @@ def _cmd_down(args):
 def _cmd_status(args):
     lab = Lab.load(args.dir)
     if lab is None:
-        stray = Lab(1, workdir=args.dir, prefix=args.prefix).leftovers()
+        stray = Lab(1, workdir=args.dir, prefix=args.prefix, subnet=args.subnet).leftovers()
         print('no lab in %s%s' % (args.dir, ('; leftovers: ' + '; '.join(stray)) if stray else ''))
         return 2
     rows = lab.status()
@@ -762,6 +762,8 @@ def main(argv=None):
                sub.add_parser('status', help='show the hosts and their health')):
         sp.add_argument('--dir', default=DEFAULT_DIR)
         sp.add_argument('--prefix', default=DEFAULT_PREFIX)
+        sp.add_argument('--subnet', default=DEFAULT_SUBNET,
+                        help='first three octets of the lab\'s /24 (down and status read it from the lab\'s state)')
     sub.choices['down'].add_argument('--purge', action='store_true',
                                      help='also remove keys, configs and logs')
     args = p.parse_args(argv)
