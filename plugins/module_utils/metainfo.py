@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import os
 import stat
 import traceback
@@ -190,6 +191,18 @@ def _new_create_torrent(entries, piece_size, flags):
     return lt.create_torrent(storage, piece_size, flags)
 
 
+SHA256_KEY = b'p2p-sha256'
+
+
+def file_sha256(path):
+    """Hex sha256 of the file at path, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def validate_root_cert(pem):
     """Raise ValueError unless pem (text) holds one PEM certificate."""
     begin, end = '-----BEGIN CERTIFICATE-----', '-----END CERTIFICATE-----'
@@ -260,7 +273,12 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
         if st.st_size != size or st.st_mtime_ns != mtime:
             raise ValueError('%s changed while it was being hashed; run again once it is complete' % full)
 
-    data = lt.bencode(ct.generate())
+    metainfo = ct.generate()
+    if len(found) == 1 and os.path.isfile(path):
+        # Outside the info dictionary, so the info-hash stays the same: the
+        # whole file's sha256, for --diff and for people who compare checksums.
+        metainfo[SHA256_KEY] = file_sha256(found[0][3]).encode('ascii')
+    data = lt.bencode(metainfo)
     try:
         lt.torrent_info(data)  # never hand out a torrent libtorrent itself rejects
     except RuntimeError as exc:
@@ -358,7 +376,8 @@ def describe(torrent):
     relative to the torrent's top: the file name for a single-file torrent,
     'dir/file' below the top directory for a multi-file one, padding files
     left out), trackers, private, comment, ssl (whether it is an SSL torrent,
-    i.e. carries a root certificate), raw_paths (path components as the
+    i.e. carries a root certificate), sha256 (the single file's, when the
+    torrent was made here; None otherwise), raw_paths (path components as the
     metainfo states them, for check_paths_safe).
 
     Raises ValueError('not a valid torrent: ...') for anything libtorrent
@@ -410,6 +429,7 @@ def describe(torrent):
         'private': bool(ti.priv()),
         'comment': ti.comment() or None,
         'ssl': bool(ti.ssl_cert()),
+        'sha256': _text(metainfo.get(SHA256_KEY)) or None,
         'raw_name': _text(info.get(b'name')),
         'raw_paths': _raw_paths(info),
     }

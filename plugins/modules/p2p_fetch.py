@@ -41,14 +41,26 @@ attributes:
     support: full
     description: Reports whether O(dest) would be downloaded; starts no agent.
   diff_mode:
-    support: none
-    description: Whether the task can show a diff with C(--diff).
+    support: partial
+    description: >-
+      When the module would download or starts a download, shows path, size and
+      SHA-256 of the file at O(dest) before, and of the torrent's content after
+      (the SHA-256 that M(p2p.swarm.p2p_torrent) records in the .torrent; the
+      info-hash too). Changes of owner, group or mode alone show no diff.
 options:
   torrent:
     description:
       - Path of the .torrent file on the managed host.
       - Required, with O(dest), unless O(state=stopped).
     type: path
+  torrent_content:
+    description:
+      - The .torrent file itself, base64-encoded (as M(ansible.builtin.slurp)
+        returns it). It is written to O(torrent) when that file is missing or
+        differs (its directory is created), so a play needs no separate copy
+        step, which costs several SSH round trips per host.
+      - In check mode nothing is written; the content is read from a temporary copy.
+    type: str
   dest:
     description:
       - Path of the file to create or check. Its directory must exist (it is
@@ -296,6 +308,8 @@ banned_peers:
   sample: [10.0.0.7]
 '''
 
+import base64
+import binascii
 import os
 import sys
 import time
@@ -304,6 +318,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.p2p.swarm.plugins.module_utils import addresses
 from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
+from ansible_collections.p2p.swarm.plugins.module_utils import daemon
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.module_utils import verify
@@ -328,13 +343,51 @@ def load_torrent(module, path):
     try:
         # libtorrent silently rewrites '..' and absolute paths; the raw
         # metainfo shows what the torrent tried. Refuse before anything else.
-        metainfo.check_paths_safe(metainfo.describe(path))
+        desc = metainfo.describe(path)
+        metainfo.check_paths_safe(desc)
     except ValueError as exc:
         module.fail_json(msg='torrent %s refused: %s' % (path, exc))
     if ti.num_files() != 1:
         module.fail_json(msg='torrent %s holds %d files; p2p_fetch places single-file torrents only'
                          % (path, ti.num_files()))
-    return ti
+    return ti, desc
+
+
+def write_torrent_content(module):
+    """torrent_content given: keep it at torrent (only when it differs, and
+    never in check mode, where a temporary copy is read instead)."""
+    try:
+        data = base64.b64decode(module.params['torrent_content'], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        module.fail_json(msg='torrent_content is not base64: %s' % exc)
+    path = module.params['torrent']
+    if module.check_mode:
+        path = os.path.join(module.tmpdir, 'check.torrent')
+    elif os.path.isfile(path):
+        with open(path, 'rb') as handle:
+            if handle.read() == data:
+                return path
+    try:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        daemon.write_atomic(path, data, mode=0o644)
+    except OSError as exc:
+        module.fail_json(msg='cannot write torrent %s: %s' % (path, exc.strerror or exc))
+    return path
+
+
+def sha256_text(path, size=None, sha256=None, info_hash=None):
+    """What --diff shows of a file: its path, size and checksum."""
+    lines = ['path: %s' % path]
+    if size is None and not os.path.isfile(path):
+        return 'path: %s (absent)\n' % path
+    if size is None:
+        size, sha256 = os.path.getsize(path), metainfo.file_sha256(path)
+    lines += ['size: %d' % size, 'sha256: %s' % (sha256 or 'not recorded in the torrent')]
+    if info_hash:
+        lines.append('info_hash: %s' % info_hash)
+    return '\n'.join(lines) + '\n'
 
 
 def allowed_networks(module, entries):
@@ -424,11 +477,17 @@ class Fetch(object):
         self.module = module
         self.params = module.params
         self.dest = os.path.abspath(self.params['dest'])
-        self.ti = load_torrent(module, self.params['torrent'])
+        self.ti, self.desc = load_torrent(module, self.params['torrent'])
         self.info_hash = jobs.info_hash_hex(self.ti)
         self.job = jobs.Job(self.params['state_dir'], self.info_hash, self.dest)
         self.base = dict(dest=self.dest, info_hash=self.info_hash, size=verify.content_size(self.ti),
                          ssl=bool(self.ti.ssl_cert()))
+
+    def diff(self):
+        """--diff: the file at dest now, and what the torrent will put there."""
+        return {'before': sha256_text(self.dest),
+                'after': sha256_text(self.dest, verify.content_size(self.ti), self.desc.get('sha256'),
+                                     self.info_hash)}
 
     def exit(self, changed, **extra):
         result = dict(self.base, changed=changed)
@@ -500,11 +559,14 @@ class Fetch(object):
                 changed = self.apply_attributes(False)
                 self.exit(changed, status='complete', progress=1.0,
                           msg='dest already holds the content')
+            diff = {'diff': self.diff()} if self.module._diff else {}
             if self.module.check_mode:
                 check_ssl_files(self.module, self.ti, self.params)
-                self.exit(True, status='absent', msg='would download %s' % self.dest)
+                self.exit(True, status='absent', msg='would download %s' % self.dest, **diff)
             check_space(self.module, self.dest, verify.content_size(self.ti))
             pid = self.start_agent(seed=False)
+            if not self.params['wait']:
+                self.exit(True, **dict(agent_result(self.job.read_status(), pid), **diff))
         if not self.params['wait']:
             self.exit(True, **agent_result(self.job.read_status(), pid))
         return self.wait_for(pid)
@@ -620,6 +682,7 @@ def main():
             stripe_count=dict(type='int', default=0),
             ssl_cert=dict(type='path'),
             ssl_key=dict(type='path'),
+            torrent_content=dict(type='str'),
         ),
         add_file_common_args=True,
         supports_check_mode=True,
@@ -631,6 +694,8 @@ def main():
     if lt is None:
         module.fail_json(msg=missing_required_lib('libtorrent') + ' (interpreter: %s)' % sys.executable,
                          exception=str(LIBTORRENT_IMPORT_ERROR))
+    if module.params['torrent_content']:
+        module.params['torrent'] = write_torrent_content(module)
     if not os.path.isfile(module.params['torrent']):
         module.fail_json(msg='torrent file %s does not exist' % module.params['torrent'])
     if module.params['state'] == 'present':

@@ -256,6 +256,14 @@ ssl:
   returned: success
   type: bool
   sample: false
+sha256:
+  description: >-
+    SHA-256 of the file, for a single-file torrent. It is stored in the .torrent
+    outside the info dictionary (the info-hash does not depend on it), so that
+    M(p2p.swarm.p2p_fetch) can show it with C(--diff).
+  returned: success, for a single file
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 '''
 
 import os
@@ -280,7 +288,7 @@ ARGUMENT_SPEC = dict(
 )
 
 RETURNED = ('info_hash', 'info_hash_v2', 'name', 'size', 'piece_length', 'num_pieces',
-            'files', 'trackers', 'private', 'version', 'ssl')
+            'files', 'trackers', 'private', 'version', 'ssl', 'sha256')
 
 
 class TorrentModule(AnsibleModule):

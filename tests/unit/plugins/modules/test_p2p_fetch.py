@@ -3,6 +3,7 @@
 clean-up, the ip filter. Everything stays on loopback; every agent a test
 starts is stopped by the fixture, whatever the test did."""
 
+import base64
 import hashlib
 import http.client
 import json
@@ -555,3 +556,47 @@ def test_disk_filling_up_mid_download_does_not_stop_it(tmp_path, state_dir, cont
     assert rc == 0 and result['changed'], result.get('msg', result)
     assert dest.read_bytes() == content.read_bytes()
     run(tmp_path, state='stopped', state_dir=state_dir)
+
+
+# ----------------------------------------------- torrent_content and --diff
+
+def test_torrent_content_is_written_once_and_never_in_check_mode(tmp_path, state_dir, content, tracker):
+    torrent = make_torrent(content, tracker.announce_url)
+    tracker.register(metainfo.describe(torrent))
+    with open(torrent, 'rb') as handle:
+        encoded = base64.b64encode(handle.read()).decode('ascii')
+    kept = tmp_path / 'state' / 'torrents' / 'pkg.torrent'       # its directory does not exist yet
+    dest = tmp_path / 'got.bin'
+    args = fetch_args(state_dir, str(kept), dest, torrent_content=encoded, run_id='tc', peer_name='peer')
+    rc, result, dummy = run(tmp_path, check_mode=True, **args)
+    assert rc == 0 and result['changed'] and result['status'] == 'absent', result
+    assert not kept.exists()
+    rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
+                                                    listen_address=SEED_IP, peer_name='seed'))
+    assert rc == 0, seeding
+    rc, result, dummy = run(tmp_path, timeout=60, **args)
+    assert rc == 0 and result['changed'], result.get('msg', result)
+    assert kept.read_bytes() == open(torrent, 'rb').read() and dest.read_bytes() == content.read_bytes()
+    mtime = kept.stat().st_mtime_ns
+    rc, result, dummy = run(tmp_path, **dict(args, run_id='tc-again'))
+    assert rc == 0 and not result['changed'] and kept.stat().st_mtime_ns == mtime, result
+    assert_failed(run(tmp_path, **dict(args, torrent_content='not base64!')), 'torrent_content is not base64')
+
+
+def test_diff_shows_the_old_and_the_new_checksum(tmp_path, state_dir, content):
+    torrent = make_torrent(content, 'http://127.0.0.1:9/announce')
+    desc = metainfo.describe(torrent)
+    assert desc['sha256'] == hashlib.sha256(content.read_bytes()).hexdigest()
+    dest = tmp_path / 'old.bin'
+    dest.write_bytes(b'old release')
+    rc, result, dummy = run(tmp_path, check_mode=True, _ansible_diff=True, **fetch_args(state_dir, torrent, dest))
+    assert rc == 0 and result['changed'], result
+    assert 'sha256: %s' % hashlib.sha256(b'old release').hexdigest() in result['diff']['before']
+    assert 'size: 11' in result['diff']['before']
+    assert 'sha256: %s' % desc['sha256'] in result['diff']['after']
+    assert 'info_hash: %s' % desc['info_hash'] in result['diff']['after']
+    dest.unlink()
+    rc, result, dummy = run(tmp_path, check_mode=True, _ansible_diff=True, **fetch_args(state_dir, torrent, dest))
+    assert result['diff']['before'] == 'path: %s (absent)\n' % dest, result
+    rc, result, dummy = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
+    assert 'diff' not in result       # only when asked for

@@ -29,7 +29,7 @@ COLLECTIONS = os.path.join(ROOT, '.collections')
 MODULE = 'ansible_collections.p2p.swarm.plugins.modules.p2p_torrent'
 TRACKER = 'http://10.0.0.1:6969/announce'
 RETURN_KEYS = {'changed', 'dest', 'info_hash', 'info_hash_v2', 'name', 'size', 'piece_length',
-               'num_pieces', 'files', 'trackers', 'private', 'version', 'ssl'}
+               'num_pieces', 'files', 'trackers', 'private', 'version', 'ssl', 'sha256'}
 
 
 def _payload(size, seed=b'mod'):
