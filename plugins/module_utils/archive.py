@@ -150,6 +150,13 @@ def file_sha256(path):
             digest.update(chunk)
 
 
+def pack_digest(src):
+    """What pack_to_file would write, without writing: dict(sha256, size, entries)."""
+    sink = _HashingWriter()
+    entries = pack(src, sink)
+    return {'sha256': sink.digest.hexdigest(), 'size': sink.size, 'entries': entries}
+
+
 def pack_to_file(src, dest, check_mode=False):
     """Pack src into the tar dest, atomically (temporary file beside dest,
     then rename). dest is left alone, mtime included, when it already holds
@@ -159,10 +166,9 @@ def pack_to_file(src, dest, check_mode=False):
         raise ArchiveError('directory %s of the archive does not exist' % parent)
     old = file_sha256(dest) if os.path.isfile(dest) else None
     if check_mode:
-        sink = _HashingWriter()
-        entries = pack(src, sink)
-        new = sink.digest.hexdigest()
-        return {'changed': new != old, 'sha256': new, 'size': sink.size, 'entries': entries}
+        result = pack_digest(src)
+        result['changed'] = result['sha256'] != old
+        return result
     fd, tmp = tempfile.mkstemp(dir=parent, prefix='.%s.' % os.path.basename(dest), suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as handle:
