@@ -9,7 +9,6 @@ from cryptography import x509
 from ansible_collections.p2p.swarm.plugins.module_utils import swarm_ca
 
 
-
 def mode(path):
     return stat.S_IMODE(os.stat(str(path)).st_mode)
 
