@@ -63,11 +63,9 @@ def _tree_entries(src):
             st = os.lstat(os.path.join(src, child))
             yield child, st
             if stat.S_ISDIR(st.st_mode):
-                for item in walk(child):
-                    yield item
+                yield from walk(child)
 
-    for item in walk('.'):
-        yield item
+    yield from walk('.')
 
 
 def link_escapes(member, target):

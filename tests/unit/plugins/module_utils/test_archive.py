@@ -278,8 +278,8 @@ def test_existing_dest_is_replaced_whole(tmp_path):
 def test_failure_midway_leaves_the_old_dest_and_no_temp_dir(tmp_path):
     # The second member cannot be written: a file at 'a', then 'a/b' below it.
     path = tar_with(tmp_path / 'bad.tar', [({'name': 'first', 'mode': 0o644}, b'new'),
-                                            ({'name': 'a'}, b'file'),
-                                            ({'name': 'a/b'}, b'below a file')])
+                                           ({'name': 'a'}, b'file'),
+                                           ({'name': 'a/b'}, b'below a file')])
     dest = str(tmp_path / 'out')
     os.makedirs(dest)
     with open(os.path.join(dest, 'first'), 'w') as handle:
