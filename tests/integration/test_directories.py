@@ -160,3 +160,36 @@ def test_tar_gz_with_unpack(lab, env):
     for host in peers(lab):
         assert again.recap[host]['changed'] == 0, describe(again)
     assert swarm_processes(lab) == []
+
+
+def test_unsafe_archive_fails_each_host_and_keeps_dest(lab, env):
+    archive = os.path.join(lab.workdir, 'data', 'evil.tar.gz')
+    with tarfile.open(archive, 'w:gz') as tar:
+        for name, data in (('ok.txt', b'fine\n'), ('../evil', b'escaped\n')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for host in peers(lab):
+        assert lab.exec(host, ['sh', '-c', 'mkdir -p /srv/guarded && echo old > /srv/guarded/keep']).returncode == 0
+    proc = run_playbook(lab, env, FORKS, run_vars(archive, '/srv/guarded', p2p_unpack='true'))
+    assert proc.returncode != 0
+    assert "archive member '../evil' escapes dest" in proc.stdout, describe(proc)
+    for host in peers(lab):
+        assert proc.recap[host]['failed'] == 1, describe(proc)
+        assert host_listing(lab, host, '/srv/guarded') == {'keep': 'f 644 %s' % hashlib.sha256(b'old\n').hexdigest()}
+        assert lab.exec(host, ['test', '-e', '/srv/evil']).returncode != 0, host
+        assert hidden_leftovers(lab, host, '/srv') == [], host
+    assert swarm_processes(lab) == []
+
+
+def test_plain_file_still_goes_to_dest(lab, env):
+    """A regular file without p2p_unpack takes the usual way: straight to dest, no cache copy."""
+    path = os.path.join(lab.workdir, 'data', 'plain.bin')
+    data = os.urandom(300 * 1024)
+    write(path, data, 0o644)
+    proc = run_playbook(lab, env, FORKS, run_vars(path, '/srv/plain.bin'))
+    assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert proc.recap[host]['failed'] == 0, describe(proc)
+        assert lab.exec(host, ['sha256sum', '/srv/plain.bin']).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+        assert lab.exec(host, ['test', '-e', '/var/lib/p2p-swarm/cache/plain.bin']).returncode != 0, host
