@@ -331,6 +331,7 @@ except ImportError as exc:
     LIBTORRENT_IMPORT_ERROR = exc
 
 FINISHED = ('done', 'failed', 'stopped')
+START_TIMEOUT = 15           # seconds for an agent to get its torrent going
 
 
 def load_torrent(module, path):
@@ -565,11 +566,31 @@ class Fetch(object):
                 self.exit(True, status='absent', msg='would download %s' % self.dest, **diff)
             check_space(self.module, self.dest, verify.content_size(self.ti))
             pid = self.start_agent(seed=False)
+            self.wait_until_started(pid)
             if not self.params['wait']:
                 self.exit(True, **dict(agent_result(self.job.read_status(), pid), **diff))
         if not self.params['wait']:
             self.exit(True, **agent_result(self.job.read_status(), pid))
         return self.wait_for(pid)
+
+    def wait_until_started(self, pid):
+        """Until the agent has its torrent in libtorrent (a fraction of a
+        second). A start-up error (read-only or full disk, bad certificate)
+        then fails this task on this host: the agent never reaches the
+        tracker, so nothing else would report it."""
+        deadline = time.time() + START_TIMEOUT
+        while time.time() < deadline:
+            status = self.job.read_status()
+            if status.get('state') == 'failed':
+                self.fail(status.get('error') or 'swarm agent failed to start', **agent_result(status, pid))
+            if status.get('state') not in (None, 'starting'):
+                return
+            if not self.job.is_agent(pid):
+                status = self.job.read_status()   # it may have written its error and exited since
+                self.fail(status.get('error') or 'swarm agent exited at start: %s' % self.job.log_tail(),
+                          **agent_result(status))
+            time.sleep(0.05)
+        # A slow machine: the agent runs, its own outcome will tell.
 
     def dest_holds_content(self):
         if verify.stamp_matches(self.job.stamp_path, self.dest):
@@ -696,6 +717,11 @@ def main():
                          exception=str(LIBTORRENT_IMPORT_ERROR))
     if module.params['torrent_content']:
         module.params['torrent'] = write_torrent_content(module)
+    elif module.params['state'] == 'stopped' and not os.path.exists(module.params['torrent']):
+        # Agents are started with the torrent on disk: none can run without it
+        # (a host whose play failed before it got the torrent).
+        module.exit_json(changed=False, status='absent', dest=os.path.abspath(module.params['dest']),
+                         msg='torrent %s is not on this host: no agent of it runs' % module.params['torrent'])
     if not os.path.isfile(module.params['torrent']):
         module.fail_json(msg='torrent file %s does not exist' % module.params['torrent'])
     if module.params['state'] == 'present':

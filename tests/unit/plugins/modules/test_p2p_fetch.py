@@ -302,6 +302,11 @@ def test_stopped_without_torrent_ends_every_agent(tmp_path, state_dir, content):
     # Nothing there at all is fine too.
     rc, result, dummy = run(tmp_path, state='stopped', state_dir=str(tmp_path / 'none'))
     assert rc == 0 and result['changed'] is False, result
+    # A host that never got the torrent has no agent of it (the role's clean-up
+    # runs on hosts whose play failed before that).
+    rc, result, dummy = run(tmp_path, state='stopped', state_dir=state_dir, torrent=str(tmp_path / 'no.torrent'),
+                            dest=str(tmp_path / 'one.bin'))
+    assert rc == 0 and result['changed'] is False and 'not on this host' in result['msg'], result
 
 
 # ------------------------------------------------------------------ ip filter
@@ -600,3 +605,23 @@ def test_diff_shows_the_old_and_the_new_checksum(tmp_path, state_dir, content):
     assert result['diff']['before'] == 'path: %s (absent)\n' % dest, result
     rc, result, dummy = run(tmp_path, check_mode=True, **fetch_args(state_dir, torrent, dest))
     assert 'diff' not in result       # only when asked for
+
+
+def test_an_agent_that_cannot_start_fails_the_start_task_itself(tmp_path, state_dir, content):
+    """With wait=false the task returns before the download; an error at the
+    agent's start (here a read-only dest directory) must still fail it, since
+    that agent never reaches the tracker and nobody else would report it."""
+    if os.geteuid() != 0:
+        pytest.fail('this test mounts a tmpfs and must run as root (scripts/test.sh does)')
+    readonly = tmp_path / 'ro'
+    readonly.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(readonly)], check=True)
+    try:
+        torrent = make_torrent(content, 'http://127.0.0.1:%d/announce' % free_port())
+        result = assert_failed(run(tmp_path, wait=False, **fetch_args(state_dir, torrent, readonly / 'pkg.bin')),
+                               'Read-only file system')
+        assert result['status'] == 'failed'
+        assert [job.running_pid() for job in jobs.all_jobs(state_dir)] == [None]
+        assert os.listdir(str(readonly)) == []
+    finally:
+        subprocess.run(['umount', '-l', str(readonly)], check=False)
