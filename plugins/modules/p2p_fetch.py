@@ -582,7 +582,11 @@ class Fetch(object):
         while time.time() < deadline:
             status = self.job.read_status()
             if status.get('state') == 'failed':
-                self.fail(status.get('error') or 'swarm agent failed to start', **agent_result(status, pid))
+                # It exits right after writing this; report once it is gone.
+                stop_by = time.time() + 5
+                while self.job.is_agent(pid) and time.time() < stop_by:
+                    time.sleep(0.05)
+                self.fail(status.get('error') or 'swarm agent failed to start', **agent_result(status))
             if status.get('state') not in (None, 'starting'):
                 return
             if not self.job.is_agent(pid):

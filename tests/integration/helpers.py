@@ -86,18 +86,48 @@ class BackgroundPlaybook:
         except ProcessLookupError:
             pass
 
+    def kill_all(self):
+        """SIGKILL the playbook and its fork workers. The workers run in
+        sessions of their own (Ansible calls setsid), so a signal to the
+        playbook's group misses them, and once their parent is gone they
+        block for ever."""
+        workers = child_pids(self.proc.pid)
+        self.signal_group(signal.SIGKILL)
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return workers
+
     def finish(self, timeout=900):
         """Wait for the end; a CompletedProcess-like result with .recap."""
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.signal_group(signal.SIGKILL)
+            self.kill_all()
             self.proc.wait(timeout=30)
         with open(self.err_path) as err:
             stderr = err.read()
         result = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.output(), stderr)
         result.recap = parse_recap(result.stdout)
         return result
+
+
+def child_pids(parent):
+    """Pids of the live processes whose parent is parent (from /proc)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as handle:
+                fields = handle.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
 
 
 def parse_recap(output):

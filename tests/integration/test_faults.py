@@ -471,6 +471,8 @@ def test_tracker_restart_mid_swarm_every_host_finishes(lab, env, payload, tmp_pa
 def interrupt_mid_swarm(lab, env, payload, dest, sig, workdir):
     """Start a distribute run, send sig to its process group (a terminal's
     Ctrl-C is SIGINT to the group) once agents download; return the run."""
+    for host in peers(lab):
+        lab.exec(host, ['mkdir', '-p', os.path.dirname(dest)])
     since = time.time()
     play = BackgroundPlaybook(lab, env, FORKS, base_vars(payload[0], dest=dest, p2p_download_rate_limit=RATE),
                               workdir)
@@ -479,11 +481,19 @@ def interrupt_mid_swarm(lab, env, payload, dest, sig, workdir):
             one_status(lab, h, dest, since).get('state') == 'downloading' for h in peers(lab)), 480,
             'agents downloading')
         assert play.proc.poll() is None, describe(play.finish())
-        play.signal_group(sig)
-        play.proc.wait(timeout=60)
+        if sig == signal.SIGKILL:
+            # As `kill -9` of every ansible-playbook process: the fork
+            # workers would otherwise outlive their parent (docs/reliability.md).
+            workers = play.kill_all()
+            play.proc.wait(timeout=60)
+            assert wait_for(lambda: not any(os.path.exists('/proc/%d' % pid) for pid in workers), 30,
+                            'the killed playbook\'s workers to be gone')
+        else:
+            play.signal_group(sig)
+            play.proc.wait(timeout=60)
     finally:
         if play.proc.poll() is None:
-            play.signal_group(signal.SIGKILL)
+            play.kill_all()
             play.proc.wait(timeout=30)
     return play
 

@@ -1,20 +1,16 @@
 # -*- coding: utf-8 -*-
 """The p2p_certificate module, run as a subprocess the way Ansible runs it."""
 
-import json
 import os
 import stat
-import subprocess
-import sys
 
 import yaml
 
 from ansible_collections.p2p.swarm.plugins.module_utils import swarm_ca
 from ansible_collections.p2p.swarm.plugins.modules import p2p_certificate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-COLLECTIONS = os.path.join(ROOT, '.collections')
-MODULE = 'ansible_collections.p2p.swarm.plugins.modules.p2p_certificate'
+from module_runner import run_module
+
 
 
 def mode(path):
@@ -36,13 +32,8 @@ def test_documentation_is_valid_yaml():
 
 
 def run(tmp_path, check_mode=False, **args):
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    args.setdefault('_ansible_tmpdir', str(tmp_path))
-    proc = subprocess.run([sys.executable, '-m', MODULE], input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path), timeout=60,
-                          env=dict(os.environ, PYTHONPATH=COLLECTIONS), check=False)
-    return proc.returncode, json.loads(proc.stdout.decode())
+    rc, result, dummy = run_module('p2p_certificate', tmp_path, check_mode, timeout=60, **args)
+    return rc, result
 
 
 def test_module_makes_the_ca_once_and_a_cert_per_host(tmp_path):

@@ -6,13 +6,11 @@ starts is stopped by the fixture, whatever the test did."""
 import base64
 import hashlib
 import http.client
-import json
 import os
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlencode
@@ -22,24 +20,10 @@ import pytest
 
 from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon, jobs, metainfo
-from ansible_collections.p2p.swarm.plugins.module_utils.tracker import TrackerServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-COLLECTIONS = os.path.join(ROOT, '.collections')
-MODULE = 'ansible_collections.p2p.swarm.plugins.modules.p2p_fetch'
+from module_runner import PEER_IP, SEED_IP, STRANGER_IP, TRACKER_IP, assert_failed, payload, run_module, wait_until
+
 SIZE = 256 * 1024
-# Loopback addresses with distinct roles, so the ip filter can tell them apart
-# (libtorrent binds outgoing connections and announces to the listen address).
-TRACKER_IP, SEED_IP, PEER_IP = '127.0.0.2', '127.0.0.3', '127.0.0.5'
-
-
-def payload(size=SIZE, seed=b'fetch'):
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(seed + str(counter).encode()).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 def free_port(ip='127.0.0.1'):
@@ -51,29 +35,7 @@ def free_port(ip='127.0.0.1'):
 
 
 def run(tmp_path, check_mode=False, **args):
-    """Run the module in a child process; return (rc, result dict, stderr)."""
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    args.setdefault('_ansible_tmpdir', str(tmp_path))
-    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
-    proc = subprocess.run(
-        [sys.executable, '-m', MODULE], input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), timeout=120, check=False)
-    try:
-        result = json.loads(proc.stdout.decode())
-    except ValueError:
-        raise AssertionError('module printed no JSON.\nstdout: %s\nstderr: %s'
-                             % (proc.stdout.decode(), proc.stderr.decode()))
-    return proc.returncode, result, proc.stderr.decode()
-
-
-def assert_failed(outcome, *fragments):
-    rc, result, stderr = outcome
-    assert rc == 1 and result.get('failed') is True, result
-    assert 'Traceback' not in stderr and 'exception' not in result, (stderr, result)
-    for fragment in fragments:
-        assert fragment in result['msg'], result['msg']
-    return result
+    return run_module('p2p_fetch', tmp_path, check_mode, **args)
 
 
 def make_torrent(path, tracker, version='hybrid'):
@@ -96,43 +58,12 @@ def rewrite_torrent(src, dest, change):
 
 
 @pytest.fixture
-def state_dir(tmp_path):
-    """The agents' state dir; every agent still running under it is stopped afterwards."""
-    path = str(tmp_path / 'state')
-    yield path
-    for job in jobs.all_jobs(path):
-        pid = job.running_pid()
-        if pid:
-            job.stop(pid)
-
-
-@pytest.fixture
 def content(tmp_path):
     src = tmp_path / 'src'
     src.mkdir()
     path = src / 'pkg.bin'
-    path.write_bytes(payload())
+    path.write_bytes(payload(SIZE, b'fetch'))
     return path
-
-
-@pytest.fixture
-def tracker(tmp_path):
-    """A real tracker on 127.0.0.2; register(info_hash) lets torrents in."""
-    state = tmp_path / 'tracker'
-    state.mkdir()
-    server = TrackerServer(str(state), bind=TRACKER_IP, port=0).start()
-
-    def register(desc):
-        # Both hashes of a hybrid torrent, as the peer role does: an agent
-        # announces under each, and a refused one makes libtorrent back off.
-        entry = {'name': 'pkg', 'size': SIZE, 'aliases': [desc['info_hash_v2']] if desc['info_hash_v2'] else []}
-        daemon.write_atomic(str(state / 'torrents.json'), json.dumps({desc['info_hash']: entry}))
-    server.register = register
-    server.announce_url = 'http://%s:%d/announce' % (TRACKER_IP, server.port)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def fetch_args(state_dir, torrent, dest, **extra):
@@ -238,16 +169,6 @@ def test_bad_allowed_peers_fail(tmp_path, state_dir, content):
 
 
 # ------------------------------------------------------------- agent outcomes
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError('timed out after %s s waiting for %s' % (timeout, what))
-
 
 @pytest.mark.parametrize('url, fragment', [
     ('http://127.0.0.1:%d/announce' % free_port(), 'tracker unreachable'),
@@ -406,7 +327,7 @@ def test_killed_download_resumes_from_its_partial_file(tmp_path, state_dir, trac
 
 # ------------------------------------------------------------- corrupt peer
 
-EVIL_IP = '127.0.0.7'
+EVIL_IP = STRANGER_IP
 
 
 class CorruptSeed(object):

@@ -9,56 +9,26 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
-import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.modules import p2p_torrent
 
+from module_runner import payload, run_module
+
 pytest.importorskip('libtorrent')
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-COLLECTIONS = os.path.join(ROOT, '.collections')
-MODULE = 'ansible_collections.p2p.swarm.plugins.modules.p2p_torrent'
 TRACKER = 'http://10.0.0.1:6969/announce'
 RETURN_KEYS = {'changed', 'dest', 'info_hash', 'info_hash_v2', 'name', 'size', 'piece_length',
                'num_pieces', 'files', 'trackers', 'private', 'version', 'ssl', 'sha256'}
 
 
-def _payload(size, seed=b'mod'):
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(seed + str(counter).encode()).digest()
-        counter += 1
-    return bytes(out[:size])
-
-
 def run(tmp_path, check_mode=False, **args):
-    """Run the module in a child process; return (rc, result dict, stderr)."""
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    # Ansible sends its temp dir; point it at tmp_path so nothing lands elsewhere.
-    args.setdefault('_ansible_tmpdir', str(tmp_path))
-    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
-    proc = subprocess.run(
-        [sys.executable, '-m', MODULE],
-        input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), timeout=120,
-        check=False)
-    try:
-        result = json.loads(proc.stdout.decode())
-    except ValueError:
-        raise AssertionError('module printed no JSON.\nstdout: %s\nstderr: %s'
-                             % (proc.stdout.decode(), proc.stderr.decode()))
-    return proc.returncode, result, proc.stderr.decode()
+    return run_module('p2p_torrent', tmp_path, check_mode, **args)
 
 
 def assert_failed(rc, result, stderr, *fragments):
@@ -75,7 +45,7 @@ def assert_failed(rc, result, stderr, *fragments):
 def src(tmp_path):
     path = tmp_path / 'src' / 'release.tar.gz'
     path.parent.mkdir()
-    path.write_bytes(_payload(2 * 1024 * 1024 + 99))
+    path.write_bytes(payload(2 * 1024 * 1024 + 99))
     return str(path)
 
 
@@ -198,8 +168,8 @@ def test_bad_mode_fails_before_writing(tmp_path, src, out):
 def test_directory_source_and_directory_dest(tmp_path):
     top = tmp_path / 'bundle'
     (top / 'sub').mkdir(parents=True)
-    (top / 'sub' / 'two.bin').write_bytes(_payload(300000, b'2'))
-    (top / 'one.bin').write_bytes(_payload(100000, b'1'))
+    (top / 'sub' / 'two.bin').write_bytes(payload(300000, b'2'))
+    (top / 'one.bin').write_bytes(payload(100000, b'1'))
     outdir = tmp_path / 'torrents'
     outdir.mkdir()
     rc, result, stderr = run(tmp_path, path=str(top), dest=str(outdir), trackers=[TRACKER])

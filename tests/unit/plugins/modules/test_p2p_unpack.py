@@ -2,50 +2,22 @@
 """p2p_archive and p2p_unpack run as subprocesses the way Ansible runs a module."""
 
 import io
-import json
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-COLLECTIONS = os.path.join(ROOT, '.collections')
+from module_runner import assert_failed, run_module
+
 MTIME = 1600000000
 
 
 def run(module, tmp_path, check_mode=False, diff=False, **args):
-    """Run a module in a child process; return (rc, result dict, stderr)."""
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    if diff:
-        args['_ansible_diff'] = True
-    args.setdefault('_ansible_tmpdir', str(tmp_path))
-    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
-    proc = subprocess.run(
-        [sys.executable, '-m', 'ansible_collections.p2p.swarm.plugins.modules.' + module],
-        input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), timeout=120, check=False)
-    try:
-        result = json.loads(proc.stdout.decode())
-    except ValueError:
-        raise AssertionError('module printed no JSON.\nstdout: %s\nstderr: %s'
-                             % (proc.stdout.decode(), proc.stderr.decode()))
-    return proc.returncode, result, proc.stderr.decode()
+    return run_module(module, tmp_path, check_mode, diff, **args)
 
 
 def ok(outcome):
     rc, result, stderr = outcome
     assert rc == 0 and not result.get('failed'), (result, stderr)
-    return result
-
-
-def assert_failed(outcome, *fragments):
-    rc, result, stderr = outcome
-    assert rc == 1 and result.get('failed') is True, result
-    assert 'Traceback' not in stderr and 'exception' not in result, (stderr, result)
-    for fragment in fragments:
-        assert fragment in result['msg'], result['msg']
     return result
 
 

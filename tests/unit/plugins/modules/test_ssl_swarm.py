@@ -4,62 +4,27 @@ with certificates of the run's CA (p2p_fetch ssl_cert/ssl_key), on loopback
 with the collection's real tracker. Each role has its own 127.0.0.x address;
 every agent a test starts is stopped by the fixture."""
 
-import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import libtorrent as lt
 import pytest
 
 from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
-from ansible_collections.p2p.swarm.plugins.module_utils import daemon, jobs, metainfo, swarm_ca
-from ansible_collections.p2p.swarm.plugins.module_utils.tracker import TrackerServer
+from ansible_collections.p2p.swarm.plugins.module_utils import jobs, metainfo, swarm_ca
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-COLLECTIONS = os.path.join(ROOT, '.collections')
+from module_runner import PEER_IP, SEED_IP, STRANGER_IP, payload, run_module, wait_until
+
 SIZE = 512 * 1024
-TRACKER_IP, SEED_IP, PEER_IP, STRANGER_IP = '127.0.0.2', '127.0.0.3', '127.0.0.5', '127.0.0.7'
-
-
-def payload(size=SIZE, seed=b'ssl'):
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(seed + str(counter).encode()).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 def run(tmp_path, module='p2p_fetch', check_mode=False, **args):
-    """Run a module in a child process as Ansible would; return (rc, result)."""
-    if check_mode:
-        args['_ansible_check_mode'] = True
-    args.setdefault('_ansible_tmpdir', str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, '-m', 'ansible_collections.p2p.swarm.plugins.modules.' + module],
-        input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=COLLECTIONS), cwd=str(tmp_path), timeout=120, check=False)
-    try:
-        result = json.loads(proc.stdout.decode())
-    except ValueError:
-        raise AssertionError('no JSON.\nstdout: %s\nstderr: %s' % (proc.stdout.decode(), proc.stderr.decode()))
-    assert 'Traceback' not in proc.stderr.decode(), proc.stderr.decode()
-    return proc.returncode, result
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError('timed out after %s s waiting for %s' % (timeout, what))
+    """Run a module as Ansible would; return (rc, result)."""
+    rc, result, stderr = run_module(module, tmp_path, check_mode, **args)
+    assert 'Traceback' not in stderr, stderr
+    return rc, result
 
 
 class Pki(object):
@@ -90,45 +55,11 @@ def pki(tmp_path):
 
 
 @pytest.fixture
-def state_dir(tmp_path):
-    path = str(tmp_path / 'state')
-    yield path
-    for job in jobs.all_jobs(path):
-        pid = job.running_pid()
-        if pid:
-            job.stop(pid)
-
-
-@pytest.fixture
-def tracker(tmp_path):
-    state = tmp_path / 'tracker'
-    state.mkdir()
-    server = TrackerServer(str(state), bind=TRACKER_IP, port=0).start()
-
-    def register(desc):
-        entry = {'name': desc['name'], 'size': desc['size'],
-                 'aliases': [desc['info_hash_v2']] if desc['info_hash_v2'] else []}
-        daemon.write_atomic(str(state / 'torrents.json'), json.dumps({desc['info_hash']: entry}))
-
-    def peers():
-        with urllib.request.urlopen('http://%s:%d/status.json' % (TRACKER_IP, server.port), timeout=5) as resp:
-            torrents = json.loads(resp.read().decode())['torrents']
-        return dict((p['host'], p) for t in torrents.values() for p in t['peers'])
-
-    server.register, server.peers = register, peers
-    server.announce_url = 'http://%s:%d/announce' % (TRACKER_IP, server.port)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def content(tmp_path):
     src = tmp_path / 'src'
     src.mkdir()
     path = src / 'pkg.bin'
-    path.write_bytes(payload())
+    path.write_bytes(payload(SIZE, b'ssl'))
     return path
 
 
