@@ -12,7 +12,6 @@ from ansible_collections.p2p.swarm.plugins.modules import p2p_certificate
 from module_runner import run_module
 
 
-
 def mode(path):
     return stat.S_IMODE(os.stat(str(path)).st_mode)
 
