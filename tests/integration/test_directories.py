@@ -193,3 +193,4 @@ def test_plain_file_still_goes_to_dest(lab, env):
         assert proc.recap[host]['failed'] == 0, describe(proc)
         assert lab.exec(host, ['sha256sum', '/srv/plain.bin']).stdout.split()[0] == hashlib.sha256(data).hexdigest()
         assert lab.exec(host, ['test', '-e', '/var/lib/p2p-swarm/cache/plain.bin']).returncode != 0, host
+        lab.exec(host, ['rm', '-f', '/srv/plain.bin'])     # the lab is shared with the other test files
