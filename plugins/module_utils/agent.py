@@ -77,7 +77,7 @@ def reserve_space(path, size):
     except OSError as exc:
         if created:
             os.unlink(path)
-        raise OSError(exc.errno, 'no space left for %s (%d bytes): %s' % (path, size, exc.strerror))
+        raise OSError(exc.errno, 'cannot allocate %s (%d bytes): %s' % (path, size, exc.strerror))
     finally:
         os.close(fd)
     return created

@@ -256,6 +256,14 @@ ssl:
   returned: success
   type: bool
   sample: false
+torrent_content:
+  description: >-
+    The .torrent file, base64-encoded, to hand to M(p2p.swarm.p2p_fetch) as its
+    O(p2p.swarm.p2p_fetch#module:torrent_content) (also in check mode, where
+    O(dest) is not written). About 1.4 times the .torrent's size: some tens of
+    kB for a file of a few GB.
+  returned: success
+  type: str
 sha256:
   description: >-
     SHA-256 of the file, for a single-file torrent. It is stored in the .torrent
@@ -266,6 +274,7 @@ sha256:
   sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 '''
 
+import base64
 import os
 import pwd
 import socket
@@ -408,6 +417,9 @@ def run_module(module):
     result = dict(changed=False, dest=dest)
     desc = metainfo.describe(data)
     result.update((key, desc[key]) for key in RETURNED)
+    # The torrent itself, for p2p_fetch's torrent_content: no copy round per
+    # host, and it is there in check mode too, where dest is not written.
+    result['torrent_content'] = base64.b64encode(data).decode('ascii')
 
     if _read(dest) != data:
         result['changed'] = True

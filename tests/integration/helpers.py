@@ -41,16 +41,17 @@ def ansible_env(collections_path, home):
     return env
 
 
-def playbook_argv(lab, forks, extra_vars, playbook='p2p.swarm.distribute', inventory=None):
+def playbook_argv(lab, forks, extra_vars, playbook='p2p.swarm.distribute', inventory=None, options=()):
     argv = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory or lab.inventory,
-            '-f', str(forks), playbook]
+            '-f', str(forks)] + list(options) + [playbook]
     for key, value in extra_vars.items():
         argv += ['-e', '%s=%s' % (key, value)]
     return argv
 
 
-def run_playbook(lab, env, forks, extra_vars, timeout=900, playbook='p2p.swarm.distribute', inventory=None):
-    argv = playbook_argv(lab, forks, extra_vars, playbook, inventory)
+def run_playbook(lab, env, forks, extra_vars, timeout=900, playbook='p2p.swarm.distribute', inventory=None,
+                 options=()):
+    argv = playbook_argv(lab, forks, extra_vars, playbook, inventory, options)
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:

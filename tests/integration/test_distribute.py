@@ -83,6 +83,23 @@ def test_second_run_changes_nothing_and_moves_no_bytes(lab, env, payload):
     assert swarm_processes(lab) == []
 
 
+def test_check_mode_reports_who_would_change_and_moves_no_bytes(lab, env, payload):
+    path, digest = payload
+    dest = '/srv/check-mode.bin'
+    before = dict((host, rx_bytes(lab, host)) for host in peers(lab))
+    proc = run_playbook(lab, env, FORKS, common_vars(path, dest=dest), options=['--check', '--diff'])
+    assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert proc.recap[host]['changed'] > 0 and proc.recap[host]['failed'] == 0, describe(proc)
+        assert lab.exec(host, ['ls', '-A', '/srv']).stdout.split().count('check-mode.bin') == 0, host
+        # No swarm ran: a few kB of ssh, not the 20 MiB file.
+        assert rx_bytes(lab, host) - before[host] < 2 * 1024 * 1024, host
+    # --diff: each host's file before (absent) and the torrent's SHA-256 after.
+    assert proc.stdout.count('path: %s (absent)' % dest) >= len(peers(lab)), describe(proc)
+    assert 'sha256: %s' % digest in proc.stdout, describe(proc)
+    assert swarm_processes(lab) == []
+
+
 def test_missing_file_is_named_with_the_seeder_host(lab, env, payload):
     proc = run_playbook(lab, env, FORKS, common_vars('/nonexistent/pkg.tar.gz', dest='/srv/other.bin'))
     assert proc.returncode != 0

@@ -24,7 +24,7 @@ pytest.importorskip('libtorrent')
 
 TRACKER = 'http://10.0.0.1:6969/announce'
 RETURN_KEYS = {'changed', 'dest', 'info_hash', 'info_hash_v2', 'name', 'size', 'piece_length',
-               'num_pieces', 'files', 'trackers', 'private', 'version', 'ssl', 'sha256'}
+               'num_pieces', 'files', 'trackers', 'private', 'version', 'ssl', 'sha256', 'torrent_content'}
 
 
 def run(tmp_path, check_mode=False, **args):
