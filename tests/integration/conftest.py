@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lab'))
 import lab as p2p_lab  # noqa: E402  (tests/lab/lab.py, stdlib only)
+from helpers import make_env  # noqa: E402
 
 
 def lab_settings():
@@ -39,6 +40,13 @@ def lab():
         yield the_lab
     finally:
         the_lab.down()      # raises (an error in teardown) if anything is left
+
+
+@pytest.fixture(scope='module')
+def env(lab, tmp_path_factory):
+    """Environment for ansible commands: the collection built and installed
+    with ansible-galaxy, a HOME of its own; one per test file."""
+    return make_env(tmp_path_factory)
 
 
 def pytest_collection_modifyitems(items):

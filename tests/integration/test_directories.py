@@ -18,17 +18,12 @@ import tarfile
 
 import pytest
 
-from helpers import WHEEL_DIR, describe, make_env, peers, run_playbook, swarm_processes
+from helpers import WHEEL_DIR, describe, peers, run_playbook, swarm_processes
 
 pytestmark = pytest.mark.lab
 
 DEST = '/opt/app'
 FORKS = 3
-
-
-@pytest.fixture(scope='module')
-def env(lab, tmp_path_factory):
-    return make_env(tmp_path_factory)
 
 
 def write(path, data, mode):

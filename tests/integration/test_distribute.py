@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from helpers import (WHEEL_DIR, agent_statuses, describe, host_sha256, make_env, peers, run_playbook,
+from helpers import (WHEEL_DIR, agent_statuses, describe, host_sha256, peers, run_playbook,
                      swarm_processes, write_payload)
 
 pytestmark = pytest.mark.lab
@@ -16,11 +16,6 @@ pytestmark = pytest.mark.lab
 SIZE = 20 * 1024 * 1024
 DEST = '/srv/payload.bin'
 FORKS = 3
-
-
-@pytest.fixture(scope='module')
-def env(lab, tmp_path_factory):
-    return make_env(tmp_path_factory)
 
 
 @pytest.fixture(scope='module')

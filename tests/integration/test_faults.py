@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from helpers import (ROOT, WHEEL_DIR, BackgroundPlaybook, agent_statuses, describe, host_sha256, make_env, peers,
+from helpers import (ROOT, WHEEL_DIR, BackgroundPlaybook, agent_statuses, describe, host_sha256, peers,
                      run_playbook, swarm_processes, wait_for, write_payload)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -38,11 +38,6 @@ TMPFS_SIZE = '1m'             # far less than SIZE
 GHOST = 'ghost'
 CLOSED_PORT = 9               # nothing listens there on a lab host: connection refused
 OWNER, GROUP, MODE = 'nobody', 'nogroup', '0640'
-
-
-@pytest.fixture(scope='module')
-def env(lab, tmp_path_factory):
-    return make_env(tmp_path_factory)
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,7 @@ import stat
 import libtorrent as lt
 import pytest
 
-from helpers import WHEEL_DIR, agent_statuses, describe, host_sha256, make_env, peers, run_playbook, \
+from helpers import WHEEL_DIR, agent_statuses, describe, host_sha256, peers, run_playbook, \
     swarm_processes, write_payload
 
 pytestmark = pytest.mark.lab
@@ -19,11 +19,6 @@ pytestmark = pytest.mark.lab
 SIZE = 4 * 1024 * 1024
 DEST = '/srv/ssl-payload.bin'
 FORKS = 3
-
-
-@pytest.fixture(scope='module')
-def env(lab, tmp_path_factory):
-    return make_env(tmp_path_factory)
 
 
 @pytest.fixture(scope='module')
