@@ -92,6 +92,16 @@ options:
         the task fails; the partial data stays for a rerun.
     type: int
     default: 1800
+  stop_when_done:
+    description:
+      - With O(wait=true), stop this host's agent as soon as its outcome is
+        known instead of letting it seed for O(linger) seconds more.
+      - Use it once every host is known to be complete; the peer role sets it
+        after M(p2p.swarm.p2p_wait), so that the report and the clean-up take
+        one round per host instead of two. Stopping early while other hosts
+        still download takes this host's pieces away from them.
+    type: bool
+    default: false
   lifetime:
     description: Upper bound, in seconds, on how long an agent may run at all.
     type: int
@@ -258,6 +268,16 @@ agents:
   returned: when O(state=stopped) without O(torrent)
   type: list
   elements: dict
+agent_stopped:
+  description: True when O(stop_when_done) ended this host's agent (or none was left running).
+  returned: with O(stop_when_done=true), once the outcome is known
+  type: bool
+libtorrent_missing:
+  description: >-
+    True when the interpreter running the module cannot import libtorrent
+    (the task fails); the peer role then looks for, or installs, one that can.
+  returned: on that failure
+  type: bool
 info_hash:
   description: Info-hash of the torrent (v1 hex, or v2 hex for v2-only torrents).
   returned: success
@@ -623,8 +643,20 @@ class Fetch(object):
                   % (self.params['timeout'], 100 * float(status.get('progress') or 0), status.get('peers', 0)),
                   **agent_result(status))
 
+    def stop_agent_if_done_with(self):
+        """stop_when_done: the outcome is known, this host need not seed on.
+        True when no agent of this dest runs any more."""
+        if not (self.params['stop_when_done'] and self.params['wait']):
+            return False
+        pid = self.job.running_pid()
+        if pid is not None:
+            self.job.stop(pid)
+        return True
+
     def report_finished(self, status):
         result = agent_result(status)
+        if self.stop_agent_if_done_with():
+            result['agent_stopped'] = True
         if status.get('placed') and verify.stamp_matches(self.job.stamp_path, self.dest):
             changed = self.apply_attributes(True)
             self.exit(changed, msg='downloaded and verified', **result)
@@ -690,6 +722,7 @@ def main():
             dest=dict(type='path'),
             state=dict(type='str', default='present', choices=['present', 'seeding', 'stopped']),
             wait=dict(type='bool', default=True),
+            stop_when_done=dict(type='bool', default=False),
             timeout=dict(type='int', default=1800),
             lifetime=dict(type='int', default=7200),
             linger=dict(type='int', default=300),
@@ -717,8 +750,10 @@ def main():
     if module.params['state'] == 'stopped' and not module.params['torrent']:
         stop_all(module)   # needs no libtorrent
     if lt is None:
+        # libtorrent_missing tells the peer role to look for (or install) an
+        # interpreter that has it, rather than to fail the host.
         module.fail_json(msg=missing_required_lib('libtorrent') + ' (interpreter: %s)' % sys.executable,
-                         exception=str(LIBTORRENT_IMPORT_ERROR))
+                         exception=str(LIBTORRENT_IMPORT_ERROR), libtorrent_missing=True)
     if module.params['torrent_content']:
         module.params['torrent'] = write_torrent_content(module)
     elif module.params['state'] == 'stopped' and not os.path.exists(module.params['torrent']):

@@ -63,6 +63,19 @@ def run_playbook(lab, env, forks, extra_vars, timeout=900, playbook='p2p.swarm.d
     return proc
 
 
+def hosts_that_ran(stdout, task_name):
+    """Hosts with a result of their own (ok, changed, failed; not skipping,
+    not delegated) under each TASK header of that name in playbook output."""
+    hosts = set()
+    for section in stdout.split('TASK [')[1:]:
+        header, dummy, body = section.partition('\n')
+        if not header.split(']')[0].endswith(task_name):
+            continue
+        for match in re.finditer(r'^(?:ok|changed|failed|fatal): \[([^\]>]+)\]', body, re.M):
+            hosts.add(match.group(1).strip())
+    return hosts
+
+
 class BackgroundPlaybook:
     """ansible-playbook running while a test breaks things; output to files.
 

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from helpers import (WHEEL_DIR, agent_statuses, describe, host_sha256, peers, run_playbook,
+from helpers import (WHEEL_DIR, agent_statuses, describe, host_sha256, hosts_that_ran, peers, run_playbook,
                      swarm_processes, write_payload)
 
 pytestmark = pytest.mark.lab
@@ -75,6 +75,10 @@ def test_second_run_changes_nothing_and_moves_no_bytes(lab, env, payload):
         assert lab.exec(host, ['stat', '-c', '%i %Y', DEST]).stdout == inode[host]
         # ssh and module transfer only: far less than the 20 MiB file.
         assert rx_bytes(lab, host) - before[host] < SIZE // 10, host
+    # libtorrent is where the first run put it: the need check ran there at
+    # once, no host ran the interpreter probe (one round per host fewer).
+    assert hosts_that_ran(proc.stdout, 'Find out whether this host needs the file') == set(peers(lab)), describe(proc)
+    assert hosts_that_ran(proc.stdout, 'Look for a python that imports libtorrent') == set(), describe(proc)
     assert swarm_processes(lab) == []
 
 

@@ -18,8 +18,9 @@ COLLECTIONS = os.path.join(ROOT, '.collections')
 TRACKER_IP, SEED_IP, PEER_IP, STRANGER_IP = '127.0.0.2', '127.0.0.3', '127.0.0.5', '127.0.0.7'
 
 
-def run_module(name, tmp_path, check_mode=False, diff=False, timeout=120, **args):
-    """Run p2p.swarm.<name> in a child process; return (rc, result dict, stderr)."""
+def run_module(name, tmp_path, check_mode=False, diff=False, timeout=120, path_first=None, **args):
+    """Run p2p.swarm.<name> in a child process; return (rc, result dict, stderr).
+    path_first: a directory searched for imports before everything else."""
     if check_mode:
         args['_ansible_check_mode'] = True
     if diff:
@@ -30,7 +31,8 @@ def run_module(name, tmp_path, check_mode=False, diff=False, timeout=120, **args
         [sys.executable, '-m', 'ansible_collections.p2p.swarm.plugins.modules.' + name],
         input=json.dumps({'ANSIBLE_MODULE_ARGS': args}).encode(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path), timeout=timeout,
-        env=dict(os.environ, PYTHONPATH=COLLECTIONS), check=False)
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [path_first, COLLECTIONS]))),
+        check=False)
     try:
         result = json.loads(proc.stdout.decode())
     except ValueError:

@@ -546,3 +546,41 @@ def test_an_agent_that_cannot_start_fails_the_start_task_itself(tmp_path, state_
         assert os.listdir(str(readonly)) == []
     finally:
         subprocess.run(['umount', '-l', str(readonly)], check=False)
+
+
+def test_stop_when_done_ends_the_agent_with_the_report(tmp_path, state_dir, content, tracker):
+    """The report and the clean-up in one call: once the file is placed the
+    agent is stopped, though linger would keep it seeding for ten minutes."""
+    torrent = make_torrent(content, tracker.announce_url)
+    tracker.register(metainfo.describe(torrent))
+    rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
+                                                    listen_address=SEED_IP, peer_name='seed'))
+    assert rc == 0 and seeding['status'] == 'seeding', seeding
+    # A slow second host keeps the swarm incomplete, so nothing else ends the first agent.
+    slow = tmp_path / 'slow.bin'
+    rc, slow_agent, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, slow, run_id='r',
+                                                                   peer_name='slow', download_rate_limit=4096))
+    assert rc == 0, slow_agent
+    dest = tmp_path / 'got.bin'
+    rc, result, dummy = run(tmp_path, timeout=60, **fetch_args(state_dir, torrent, dest, run_id='r', peer_name='peer',
+                                                               linger=600, stop_when_done=True))
+    assert rc == 0 and result['changed'] and result['msg'] == 'downloaded and verified', result
+    assert result['agent_stopped'] is True
+    assert dest.read_bytes() == content.read_bytes()
+    job = jobs.Job(state_dir, metainfo.describe(torrent)['info_hash'], str(dest))
+    assert job.running_pid() is None and not daemon.is_running(result['pid'], 'job.json'), result
+    assert daemon.is_running(slow_agent['pid'], 'job.json') and not slow.exists()
+
+
+def test_an_interpreter_without_libtorrent_is_reported_as_such(tmp_path, state_dir, content):
+    """The peer role tells 'this python lacks libtorrent' (look for another,
+    or install it) from a real failure by libtorrent_missing."""
+    blocker = tmp_path / 'no_libtorrent'
+    blocker.mkdir()
+    # A module named libtorrent that fails to import, first on the path.
+    (blocker / 'libtorrent.py').write_text('raise ImportError("libtorrent hidden by the test")\n')
+    outcome = run(tmp_path, path_first=str(blocker),
+                  **fetch_args(state_dir, make_torrent(content, 'http://127.0.0.1:1/announce'), tmp_path / 'got.bin'))
+    rc, result, dummy = outcome
+    assert rc == 1 and result['failed'] and result['libtorrent_missing'] is True, result
+    assert 'libtorrent' in result['msg'] and not (tmp_path / 'got.bin').exists()
