@@ -422,9 +422,11 @@ def test_a_peer_sending_corrupt_pieces_is_banned_and_dest_gets_only_good_data(tm
         assert rc == 0, started
         job = jobs.Job(state_dir, desc['info_hash'], str(dest))
         # The only source is the bad peer: its junk fails the check and gets it banned.
-        wait_until(lambda: EVIL_IP in job.read_status().get('banned_peers', []), 30, 'the corrupt peer to be banned')
-        status = job.read_status()
-        assert status['hash_failures'] >= 1 and status['progress'] == 0, status
+        # progress counts received blocks whose piece is still being checked,
+        # so it reaches 0 only once every junk piece has failed its check.
+        status = wait_until(lambda: (lambda st: EVIL_IP in st.get('banned_peers', []) and st.get('progress') == 0
+                                     and st)(job.read_status()), 30, 'the corrupt peer banned, its data dropped')
+        assert status['hash_failures'] >= 1, status
         assert evil.blocks_sent > 0 and not dest.exists()
         # Now the honest seed: the download completes from it alone.
         rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding',
