@@ -38,6 +38,10 @@ TICK = 0.5  # seconds between status updates and alert polls
 SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
 STRIPE_EVERY = 0.2  # seconds between piece-priority updates while striping
 STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before striping gives up
+# ...unless the tracker still counts fewer downloaders than stripes: their owners
+# are still being started (the start round sweeps over the hosts). Striping
+# waits for them until no new one has joined for this long.
+STRIPE_JOIN_QUIET = 10.0
 PART_FILE_GRACE = 10.0  # seconds a finished download may wait for libtorrent to create its file
 # The seeding agent's peer-id prefix, so download agents can tell the
 # original seeder from peers that finished (see StripePicker).
@@ -227,12 +231,17 @@ class StripePicker(object):
     Safety net: if the seeder is shut out and no new piece has arrived for
     `stall` seconds (the owner of some stripe died or never started),
     striping is given up for good: every piece gets normal priority and the
-    seeder is let back in, i.e. a plain swarm. Pure logic, no libtorrent.
+    seeder is let back in, i.e. a plain swarm. While the tracker counts
+    fewer downloaders than stripes and the last one joined less than
+    `join_quiet` seconds ago, the owners are still starting: the peer keeps
+    waiting for them rather than pull their stripes from the seeder too.
+    Pure logic, no libtorrent.
     """
 
     OWN, RELEASED, HELD_BACK, NORMAL = 7, 1, 0, 4
 
-    def __init__(self, num_pieces, index, count, stall=STRIPE_STALL):
+    def __init__(self, num_pieces, index, count, stall=STRIPE_STALL, join_quiet=STRIPE_JOIN_QUIET):
+        self.hosts = int(count)
         # More stripes than pieces would leave some peers an empty stripe.
         count = max(1, min(int(count), int(num_pieces)))
         self.num_pieces = int(num_pieces)
@@ -245,6 +254,9 @@ class StripePicker(object):
         self.applied = False          # the first update always returns priorities
         self.have_count = -1
         self.last_progress = None
+        self.join_quiet = join_quiet
+        self.joined = None
+        self.last_join = None
 
     def priorities(self):
         if not self.active:
@@ -253,10 +265,19 @@ class StripePicker(object):
         return [self.OWN if p in own else self.RELEASED if self.released[p] else self.HELD_BACK
                 for p in range(self.num_pieces)]
 
-    def update(self, have, held_elsewhere, now):
+    def owners_still_joining(self, joined, now):
+        """joined: downloaders the tracker counts (None when it has not said).
+        Only a rise is a join; hosts leaving at the end must not look like one."""
+        if joined is not None and (self.joined is None or joined > self.joined):
+            self.joined, self.last_join = joined, now
+        return (self.joined is not None and self.joined < self.hosts
+                and now - self.last_join < self.join_quiet)
+
+    def update(self, have, held_elsewhere, now, joined=None):
         """One decision from what we have and what peers other than the seeder hold.
 
-        have, held_elsewhere: one bool per piece. Returns (priorities, block_seeder):
+        have, held_elsewhere: one bool per piece; joined: how many downloaders
+        the tracker counts, if known. Returns (priorities, block_seeder):
         the new priority list, or None when nothing changed since the last call,
         and whether the seeder must be shut out now.
         """
@@ -271,7 +292,8 @@ class StripePicker(object):
         if count != self.have_count:
             self.have_count, self.last_progress = count, now
         block = count < self.num_pieces and all(have[p] for p in self.own)
-        if block and now - self.last_progress >= self.stall:
+        joining = self.owners_still_joining(joined, now)
+        if block and now - self.last_progress >= self.stall and not joining:
             self.active = False
             return self.priorities(), False
         self.applied = True
@@ -447,14 +469,14 @@ class Agent(object):
             self.status['state'] = 'checking'
         elif not st.is_seeding:
             self.status['state'] = 'downloading'
-            self.steer_stripes()
+            self.steer_stripes(st)
         elif self.seed or self.status['placed']:
             self.status['state'] = 'seeding'
         elif self.status['state'] != 'finishing':
             self.place()
         self.watch_swarm(st)
 
-    def steer_stripes(self):
+    def steer_stripes(self, st):
         """Feed the StripePicker and apply what it decides."""
         if self.picker is None or not self.picker.active:
             return
@@ -470,7 +492,9 @@ class Agent(object):
         avail = self.handle.piece_availability()
         held_elsewhere = [count > seeder_connections for count in avail] if avail else []
         have = self.handle.status(lt.torrent_handle.query_pieces).pieces
-        priorities, shut_out = self.picker.update(have, held_elsewhere, time.time())
+        # The tracker's counts include the original seeder (-1 when it sent none).
+        joined = st.num_incomplete + st.num_complete - 1 if min(st.num_incomplete, st.num_complete) >= 0 else None
+        priorities, shut_out = self.picker.update(have, held_elsewhere, time.time(), joined)
         if priorities is not None:
             self.handle.prioritize_pieces(priorities)
         # An address shared with another peer (agents on one machine) is never shut out.

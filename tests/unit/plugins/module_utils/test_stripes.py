@@ -89,3 +89,34 @@ def test_download_agents_and_the_seeder_identify_themselves():
     assert agent.session_settings({})['peer_fingerprint'] != agent.SEED_FINGERPRINT
     # Striping holds pieces back: the session must keep its seed connections then.
     assert agent.session_settings({'stripe_count': 4})['close_redundant_connections'] is False
+
+
+def test_no_fallback_while_the_tracker_counts_fewer_downloaders_than_stripes():
+    """The start round sweeps over the hosts: an early host whose stripe is
+    done waits for the owners still starting instead of giving up."""
+    picker = StripePicker(4, 0, 4, stall=3.0, join_quiet=10.0)     # own: 0
+    have = [True, False, False, False]
+    assert picker.update(have, nothing(4), now=0.0, joined=2)[1] is True
+    assert picker.update(have, nothing(4), now=5.0, joined=3)[1] is True   # one more joined at 5 s
+    assert picker.update(have, nothing(4), now=14.9, joined=3)[1] is True  # 3 s stalled, but 9.9 s since a join
+    assert picker.active is True
+    # No one new for join_quiet: the missing owner is not coming, fall back.
+    priorities, shut_out = picker.update(have, nothing(4), now=15.0, joined=3)
+    assert priorities == [StripePicker.NORMAL] * 4 and shut_out is False and picker.active is False
+
+
+def test_every_owner_joined_means_the_plain_stall_rule():
+    picker = StripePicker(4, 0, 4, stall=3.0, join_quiet=10.0)
+    have = [True, False, False, False]
+    assert picker.update(have, nothing(4), now=0.0, joined=4)[1] is True
+    assert picker.update(have, nothing(4), now=3.0, joined=4)[0] == [StripePicker.NORMAL] * 4
+
+
+def test_hosts_leaving_do_not_count_as_joining():
+    picker = StripePicker(4, 0, 4, stall=3.0, join_quiet=10.0)
+    have = [True, False, False, False]
+    picker.update(have, nothing(4), now=0.0, joined=3)
+    # The count drops (a host left) and comes back: no new joiner after 0 s.
+    picker.update(have, nothing(4), now=8.0, joined=2)
+    assert picker.update(have, nothing(4), now=9.0, joined=3)[1] is True
+    assert picker.update(have, nothing(4), now=10.0, joined=3)[0] == [StripePicker.NORMAL] * 4
