@@ -41,6 +41,7 @@ ARGUMENT_SPEC = dict(
     progress_every=dict(type='float', default=2.0),
     size=dict(type='int'),
     stale_grace=dict(type='float', default=60.0),
+    announce_grace=dict(type='float', default=120.0),
 )
 
 
@@ -97,15 +98,18 @@ def peers_by_host(entry):
     return result
 
 
-def host_view(peer, size, wait_start, now, stale_grace):
+def host_view(peer, size, wait_start, now, stale_grace, announce_grace=0):
     """Judge one host: its state, whether it is finished, and its timings.
 
     A stopped record older than the wait (a failed earlier run) may belong to
     a host whose new agent has not announced yet, so it only counts as final
-    once stale_grace seconds of the wait have passed.
+    once stale_grace seconds of the wait have passed. A host never heard of
+    counts as final after announce_grace seconds (0: never): its agent gives
+    up by itself when it cannot reach the tracker.
     """
     if peer is None:
-        return {'state': NEVER, 'percent': 0.0, 'done': False, 'final': False,
+        final = bool(announce_grace) and now - wait_start >= announce_grace
+        return {'state': NEVER, 'percent': 0.0, 'done': False, 'final': final,
                 'completed_at': None, 'download_seconds': None, 'done_bytes': 0}
     left = max(0, int(peer.get('left') or 0))
     tracker_state = peer.get('state') or 'downloading'
@@ -140,7 +144,7 @@ def host_view(peer, size, wait_start, now, stale_grace):
     return view
 
 
-def evaluate(status, info_hash, hosts, size=None, wait_start=None, stale_grace=60.0):
+def evaluate(status, info_hash, hosts, size=None, wait_start=None, stale_grace=60.0, announce_grace=0):
     """Summarize one status.json document for the expected hosts."""
     now = float(status.get('time') or 0)
     if wait_start is None:
@@ -154,16 +158,16 @@ def evaluate(status, info_hash, hosts, size=None, wait_start=None, stale_grace=6
             snap['size'] = int(entry['size'])
     records = peers_by_host(entry) if entry is not None else {}
     for host in hosts:
-        view = host_view(records.get(host), snap['size'], wait_start, now, stale_grace)
+        view = host_view(records.get(host), snap['size'], wait_start, now, stale_grace, announce_grace)
         snap['hosts'][host] = view
+        if view['state'] == NEVER:
+            snap['never'].append(host)
         if view['done']:
             snap['complete'].append(host)
-        elif view['state'] in ('stopped', 'lost') and view['final']:
+        elif view['state'] in ('stopped', 'lost', NEVER) and view['final']:
             snap['stopped'].append(host)
         else:
             snap['pending'].append(host)
-            if view['state'] == NEVER:
-                snap['never'].append(host)
     snap['finished'] = not snap['pending']
     snap['done_bytes'] = sum(v['done_bytes'] for v in snap['hosts'].values())
     if hosts:
@@ -272,7 +276,8 @@ def build_result(snap, hosts, elapsed, status_url, info_hash, timed_out, last_er
 
 
 def wait_for_swarm(fetch, status_url, info_hash, hosts, timeout=3600.0, poll=1.0, progress_every=2.0,
-                   size=None, stale_grace=60.0, emit=None, clock=time.monotonic, sleep=time.sleep):
+                   size=None, stale_grace=60.0, announce_grace=0, emit=None, clock=time.monotonic,
+                   sleep=time.sleep):
     """Poll fetch() until every host is complete or stopped, or timeout.
 
     fetch returns a status.json document or raises TrackerUnreachable.
@@ -304,7 +309,7 @@ def wait_for_swarm(fetch, status_url, info_hash, hosts, timeout=3600.0, poll=1.0
             last_error = None
             if wait_start is None:
                 wait_start = status['time'] - (now - start)
-            snap = evaluate(status, info_hash, hosts, size, wait_start, stale_grace)
+            snap = evaluate(status, info_hash, hosts, size, wait_start, stale_grace, announce_grace)
             meter.add(now, snap['done_bytes'])
             if snap['found'] and snap['finished']:
                 emit(progress_line(snap, meter.rate()))
@@ -383,7 +388,8 @@ class ActionModule(ActionBase):
         timeout = 0 if self._task.check_mode else args['timeout']
         outcome = wait_for_swarm(fetch, url, args['info_hash'], hosts, timeout=timeout, poll=args['poll'],
                                  progress_every=args['progress_every'], size=args['size'],
-                                 stale_grace=args['stale_grace'], emit=display.display)
+                                 stale_grace=args['stale_grace'], announce_grace=args['announce_grace'],
+                                 emit=display.display)
         summary = summary_line(outcome)
         if summary:
             display.display(summary)

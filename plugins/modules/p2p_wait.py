@@ -75,6 +75,15 @@ options:
         before it counts as stopped.
     type: float
     default: 60
+  announce_grace:
+    description:
+      - Seconds into the wait after which a host the tracker has never heard of counts
+        as failed, so the wait ends without it instead of running into O(timeout).
+        A download agent that cannot reach the tracker gives up by itself after its
+        O(p2p.swarm.p2p_fetch#module:tracker_grace) (60 s by default); the peer role
+        passes that plus 30 s. V(0) waits for such a host until O(timeout).
+    type: float
+    default: 120
 notes:
   - Peers that have not announced for 3 x the tracker interval + 5 seconds show as
     C(expired); they are waited for (they may come back) and named on timeout.

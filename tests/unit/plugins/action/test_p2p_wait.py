@@ -226,6 +226,24 @@ def test_stopped_host_fails_once_the_others_are_done():
     assert fake.now < 6                           # no waiting for the timeout
 
 
+def test_host_never_heard_of_is_given_up_after_announce_grace():
+    """Its agent could not reach the tracker and gave up by itself: the wait
+    ends without it, naming it, instead of running into the timeout."""
+    fake = FakeTime()
+    timeline = [(0, make_status([peer('h1', 500, last_seen=1000)])),
+                (3, make_status([peer('h1', 0, last_seen=1003, completed_at=1003)]))]
+    result, _lines = run_wait(fake, timeline, ['h1', 'h2'], announce_grace=20, timeout=600)
+    assert result['failed'] is True
+    assert '1 host(s) stopped before completing: h2 (never announced)' in result['msg'], result['msg']
+    assert result['stopped_hosts'] == ['h2'] and result['never_announced'] == ['h2']
+    assert result['complete_hosts'] == ['h1']
+    assert 20 <= fake.now < 22
+    # 0 keeps waiting for it until the timeout.
+    fake = FakeTime()
+    result, _lines = run_wait(fake, timeline, ['h1', 'h2'], announce_grace=0, timeout=50)
+    assert 'timed out after 50 s' in result['msg'] and 50 <= fake.now < 52
+
+
 def test_stale_stop_from_an_earlier_run_gets_a_grace():
     fake = FakeTime()
     stale = peer('h1', 600, state='stopped', last_seen=900)
