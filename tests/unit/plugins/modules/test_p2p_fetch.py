@@ -424,8 +424,11 @@ def test_a_peer_sending_corrupt_pieces_is_banned_and_dest_gets_only_good_data(tm
         # The only source is the bad peer: its junk fails the check and gets it banned.
         # progress counts received blocks whose piece is still being checked,
         # so it reaches 0 only once every junk piece has failed its check.
-        status = wait_until(lambda: (lambda st: EVIL_IP in st.get('banned_peers', []) and st.get('progress') == 0
-                                     and st)(job.read_status()), 30, 'the corrupt peer banned, its data dropped')
+        def junk_dropped():
+            st = job.read_status()
+            return EVIL_IP in st.get('banned_peers', []) and st.get('progress') == 0 and st
+
+        status = wait_until(junk_dropped, 30, 'the corrupt peer banned, its data dropped')
         assert status['hash_failures'] >= 1, status
         assert evil.blocks_sent > 0 and not dest.exists()
         # Now the honest seed: the download completes from it alone.
