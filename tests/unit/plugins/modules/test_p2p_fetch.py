@@ -409,6 +409,14 @@ class CorruptSeed(object):
         self.server.close()
 
 
+def junk_dropped(job):
+    """The agent's status once the bad peer is banned and its data gone, else None.
+    progress counts received blocks whose piece is still being checked, so it
+    reaches 0 only once every junk piece has failed its check."""
+    status = job.read_status()
+    return status if EVIL_IP in status.get('banned_peers', []) and status.get('progress') == 0 else None
+
+
 def test_a_peer_sending_corrupt_pieces_is_banned_and_dest_gets_only_good_data(tmp_path, state_dir, content, tracker):
     torrent = make_torrent(content, tracker.announce_url, version='v1')
     desc = metainfo.describe(torrent)
@@ -422,13 +430,7 @@ def test_a_peer_sending_corrupt_pieces_is_banned_and_dest_gets_only_good_data(tm
         assert rc == 0, started
         job = jobs.Job(state_dir, desc['info_hash'], str(dest))
         # The only source is the bad peer: its junk fails the check and gets it banned.
-        # progress counts received blocks whose piece is still being checked,
-        # so it reaches 0 only once every junk piece has failed its check.
-        def junk_dropped():
-            st = job.read_status()
-            return EVIL_IP in st.get('banned_peers', []) and st.get('progress') == 0 and st
-
-        status = wait_until(junk_dropped, 30, 'the corrupt peer banned, its data dropped')
+        status = wait_until(lambda: junk_dropped(job), 30, 'the corrupt peer banned, its data dropped')
         assert status['hash_failures'] >= 1, status
         assert evil.blocks_sent > 0 and not dest.exists()
         # Now the honest seed: the download completes from it alone.
