@@ -21,21 +21,21 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import asyncio
 import errno
-import io
 import ipaddress
 import json
+import logging
 import math
 import os
 import random
 import re
+import resource
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import unquote_to_bytes
 
 DEFAULT_INTERVAL = 2
@@ -60,8 +60,14 @@ COUNTS_EVERY = 1.0
 ANNOUNCE_BUDGET = 250
 MAX_HEAD = 16384           # request line + headers, bytes
 HEAD_DEADLINE = 10.0       # a client gets this long to send its request, in total
-SOCKET_TIMEOUT = 5.0
-MAX_CONNECTIONS = 512
+KEEPALIVE_IDLE = 15.0      # seconds a kept-alive connection may sit idle between requests
+SEND_TIMEOUT = 10.0        # seconds an answer may take to leave before the connection is cut
+SWEEP_CONNECTIONS_EVERY = 0.25   # how often the timeouts above are checked
+# Open connections at most (also kept below the process's file limit, which
+# main() raises to its hard maximum). A completion burst of 5000 hosts within
+# 2 s must fit, with room to spare.
+MAX_CONNECTIONS = 16384
+LISTEN_BACKLOG = 4096      # the kernel caps it at net.core.somaxconn
 REGISTRATION_FILE = 'torrents.json'
 EVENTS = ('', 'started', 'completed', 'stopped', 'paused')
 
@@ -142,11 +148,20 @@ def parse_query(query):
         if count > MAX_PARAMS:
             raise BadRequest('too many parameters')
         name, _sep, value = part.partition('=')
-        try:
-            name = unquote_to_bytes(name.replace('+', ' ')).decode('ascii')
-        except UnicodeDecodeError:
-            raise BadRequest('invalid parameter name')
-        params.setdefault(name, []).append(unquote_to_bytes(value.replace('+', ' ')))
+        if '%' in name or '+' in name:
+            try:
+                name = unquote_to_bytes(name.replace('+', ' ')).decode('ascii')
+            except UnicodeDecodeError:
+                raise BadRequest('invalid parameter name')
+        # Most values (numbers, events) carry no escapes: skip the unquoting.
+        if '%' in value or '+' in value:
+            value = unquote_to_bytes(value.replace('+', ' '))
+        else:
+            value = value.encode('ascii')
+        if name in params:
+            params[name].append(value)
+        else:
+            params[name] = [value]
     return params
 
 
@@ -173,12 +188,34 @@ def _number(params, name, low=0, high=MAX_INT, default=None):
     return value
 
 
+_IP_CACHE = {}
+_IP_CACHE_SIZE = 8192
+
+
 def normalize_ip(text):
-    """Return the canonical text form of an IP address (IPv4-mapped -> IPv4)."""
+    """Return the canonical text form of an IP address (IPv4-mapped -> IPv4).
+
+    ipaddress is slow next to the rest of an announce, and a swarm's hosts
+    keep announcing from the same addresses: answers are cached (bounded).
+    """
+    try:
+        return _IP_CACHE[text]
+    except KeyError:
+        pass
     addr = ipaddress.ip_address(text.split('%', 1)[0])
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return str(addr)
+    if len(_IP_CACHE) >= _IP_CACHE_SIZE:
+        _IP_CACHE.clear()
+    result = _IP_CACHE[text] = str(addr)
+    return result
+
+
+def pack_peer(ip, port):
+    """The compact form of an address (BEP 23 / BEP 7): 6 bytes for IPv4, 18 for IPv6."""
+    if ':' in ip:
+        return socket.inet_pton(socket.AF_INET6, ip) + port.to_bytes(2, 'big')
+    return socket.inet_aton(ip) + port.to_bytes(2, 'big')
 
 
 def parse_announce(query, client_ip):
@@ -275,7 +312,7 @@ def parse_registrations(data):
 
 class Peer:
     __slots__ = ('peer_id', 'host', 'ip', 'port', 'left', 'uploaded', 'downloaded',
-                 'state', 'first_seen', 'last_seen', 'completed_at')
+                 'state', 'first_seen', 'last_seen', 'completed_at', 'compact', 'slot')
 
     def __init__(self, now):
         self.peer_id = b''
@@ -289,6 +326,8 @@ class Peer:
         self.first_seen = now
         self.last_seen = now
         self.completed_at = None
+        self.compact = b''    # pack_peer(ip, port), kept with them
+        self.slot = -1        # index in Torrent.order
 
 
 class Torrent:
@@ -297,12 +336,25 @@ class Torrent:
         self.name = name
         self.size = size
         self.peers = {}       # identity -> Peer; identity is the host name, else the peer id
+        self.order = []       # the same Peers in a list, for O(numwant) random samples
         self.downloaded = 0   # completions seen, for scrape
         self.counts = None    # (when, complete, incomplete) for big swarms, see SAMPLE_ABOVE
 
     @property
     def primary(self):
         return self.hexes[0]
+
+    def add(self, ident, peer):
+        peer.slot = len(self.order)
+        self.order.append(peer)
+        self.peers[ident] = peer
+
+    def remove(self, ident):
+        peer = self.peers.pop(ident)
+        last = self.order.pop()
+        if last is not peer:
+            self.order[peer.slot] = last
+            last.slot = peer.slot
 
 
 class Swarm:
@@ -313,6 +365,7 @@ class Swarm:
         self.interval = int(interval)
         # Networks whose hosts may announce and scrape; None or empty: anyone.
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed or []]
+        self._allows_cache = {}
         self.ttl = ttl if ttl is not None else 3 * self.interval + EXPIRY_MARGIN
         self.announce_interval = self.interval   # what announces are told; grows with the swarm
         self.clock = clock
@@ -411,14 +464,14 @@ class Swarm:
         for torrent in self.torrents.values():
             for ident, peer in list(torrent.peers.items()):
                 if self._state(peer, now) in ('stopped', 'expired') and now - peer.last_seen > FORGET_AFTER:
-                    del torrent.peers[ident]
+                    torrent.remove(ident)
 
     def _make_room(self, torrent, now):
         inactive = [(peer.last_seen, ident) for ident, peer in torrent.peers.items()
                     if self._state(peer, now) in ('stopped', 'expired')]
         inactive.sort()
         for _seen, ident in inactive[:max(1, len(torrent.peers) - MAX_PEERS_PER_TORRENT + 1)]:
-            del torrent.peers[ident]
+            torrent.remove(ident)
         return len(torrent.peers) < MAX_PEERS_PER_TORRENT
 
     def announce(self, req):
@@ -444,7 +497,8 @@ class Swarm:
                 if len(torrent.peers) >= MAX_PEERS_PER_TORRENT and not self._make_room(torrent, now):
                     self.announces['error'] += 1
                     return failure('too many peers')
-                peer = torrent.peers[ident] = Peer(now)
+                peer = Peer(now)
+                torrent.add(ident, peer)
             elif req['event'] == 'started' and self._state(peer, now) in ('stopped', 'expired'):
                 # A new session of a known host: its timings start over.
                 peer.first_seen = now
@@ -453,8 +507,10 @@ class Swarm:
                 previous_left = peer.left
             peer.peer_id = req['peer_id']
             peer.host = req['host']
-            peer.ip = req['ip']
-            peer.port = req['port']
+            if peer.ip != req['ip'] or peer.port != req['port']:
+                peer.ip = req['ip']
+                peer.port = req['port']
+                peer.compact = pack_peer(peer.ip, peer.port)
             peer.left = req['left']
             peer.uploaded = req['uploaded']
             peer.downloaded = req['downloaded']
@@ -483,6 +539,15 @@ class Swarm:
             if req['event'] != 'stopped' and req['numwant'] > 0:
                 peers = self._peers_for(torrent, peer, req['numwant'], now)
             self.announces['ok'] += 1
+        if req['compact']:
+            # The common answer, formatted directly (the same bytes bencode() gives).
+            v4 = b''.join([p.compact for p in peers if len(p.compact) == 6])
+            v6 = b''.join([p.compact for p in peers if len(p.compact) == 18])
+            return b''.join((
+                b'd8:completei%de10:downloadedi%de10:incompletei%de8:intervali%de12:min intervali%de'
+                % (complete, torrent.downloaded, incomplete, interval, interval),
+                b'5:peers%d:' % len(v4), v4,
+                b'6:peers6%d:' % len(v6) + v6 if v6 else b'', b'e'))
         answer.update(_peer_lists(peers, req['compact'], req['no_peer_id']))
         return bencode(answer)
 
@@ -512,7 +577,7 @@ class Swarm:
             if other.ip == peer.ip and other.port == peer.port:
                 return False   # a stale record of the requester itself
             return not (peer.left == 0 and other.left == 0)   # seeders have nothing to give each other
-        everyone = list(torrent.peers.values())
+        everyone = torrent.order
         if len(everyone) > SAMPLE_ABOVE:
             found = [o for o in random.sample(everyone, min(len(everyone), 2 * numwant)) if useful(o)]
             # A seeder needs no full list: downloaders find it through theirs.
@@ -529,11 +594,19 @@ class Swarm:
         """True when ip_text may take part (no allow list, or inside one of its networks)."""
         if not self.allowed:
             return True
+        cache = self._allows_cache
+        try:
+            return cache[ip_text]
+        except KeyError:
+            pass
         try:
             addr = ipaddress.ip_address(normalize_ip(ip_text))
         except ValueError:
             return False
-        return any(addr in net for net in self.allowed)
+        if len(cache) >= _IP_CACHE_SIZE:
+            cache.clear()
+        result = cache[ip_text] = any(addr in net for net in self.allowed)
+        return result
 
     def scrape(self, hashes):
         with self.lock:
@@ -555,7 +628,9 @@ class Swarm:
     def status(self):
         """The JSON-able view of every registered torrent and its peers."""
         with self.lock:
-            self._maybe_reload()
+            # Always current: the module reads it to see its registrations
+            # applied (a stat() per status request; re-read only on change).
+            self._maybe_reload(force=True)
             now = self.clock()
             torrents = {}
             for torrent in self.torrents.values():
@@ -643,7 +718,7 @@ def _peer_lists(peers, compact, no_peer_id):
         return {'peers': result}
     v4, v6 = [], []
     for peer in peers:
-        packed = ipaddress.ip_address(peer.ip).packed + peer.port.to_bytes(2, 'big')
+        packed = peer.compact or pack_peer(peer.ip, peer.port)
         (v4 if len(packed) == 6 else v6).append(packed)
     answer = {'peers': b''.join(v4)}
     if v6:
@@ -652,185 +727,367 @@ def _peer_lists(peers, compact, no_peer_id):
 
 
 # ---------------------------------------------------------------- HTTP side
+#
+# One asyncio event loop serves every connection (asyncio.Protocol, no
+# streams: a request costs a few callbacks, not a thread or a task).
+# HTTP/1.1 connections stay open for the next request unless the client asks
+# otherwise; HTTP/1.0 ones only with "Connection: keep-alive". What a client
+# may hold is bounded: MAX_HEAD bytes of request head, no more reading while
+# its answers are not being read, HEAD_DEADLINE seconds to send a request,
+# KEEPALIVE_IDLE seconds idle between requests, SEND_TIMEOUT seconds for an
+# answer to leave, and at most max_connections connections in all (at the
+# limit, the connection idle the longest makes room for the new one).
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = 'p2p-tracker/1'
-    sys_version = ''
-    protocol_version = 'HTTP/1.0'   # one request per connection: nothing idles on a thread
-    default_request_version = 'HTTP/1.0'   # errors always get a status line, even for junk
-    timeout = SOCKET_TIMEOUT
+_REASONS = {200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed',
+            414: 'URI Too Long', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error',
+            503: 'Service Unavailable', 505: 'HTTP Version Not Supported'}
+_VERSION_RE = re.compile(rb'\AHTTP/([0-9]+)\.([0-9]+)\Z')
+MAX_HEADERS = 100
 
-    def handle(self):
-        self.close_connection = True
-        self.request_version = 'HTTP/1.0'
-        self.requestline = ''
-        self.command = None
-        try:
-            head = self._read_head()
-        except (socket.timeout, OSError):
-            return
-        if head is None:
-            return
-        line_end = head.find(b'\n') + 1
-        self.raw_requestline = head[:line_end]
-        self._socket_rfile = self.rfile
-        self.rfile = io.BytesIO(head[line_end:])   # parse_request reads headers from here
-        if not self.parse_request():
-            return
-        self.close_connection = True
-        if self.command not in ('GET', 'HEAD'):
-            self.send_error(405)
-            return
-        self._dispatch()
 
-    def _read_head(self):
-        """Read request line and headers within MAX_HEAD bytes and HEAD_DEADLINE."""
-        sock = self.connection
-        deadline = time.monotonic() + HEAD_DEADLINE
-        buf = b''
-        try:
-            while True:
-                ends = [i + n for i, n in ((buf.find(b'\r\n\r\n'), 4), (buf.find(b'\n\n'), 2)) if i >= 0]
-                if ends and min(ends) <= MAX_HEAD:
-                    return buf[:min(ends)]
-                if len(buf) > MAX_HEAD:
+class _Connection(asyncio.Protocol):
+    """One client connection: parse request heads, answer them in order."""
+
+    def __init__(self, server):
+        self.server = server
+        self.transport = None
+        self.peer_ip = ''
+        self.buf = b''
+        self.since = 0.0          # connect, or end of the last answer: idle (keep-alive) clock
+        self.request_since = None  # first byte of a pending request (None: idle)
+        self.closing_since = None
+        self.write_paused = False
+        self.read_paused = False
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info('peername')
+        self.peer_ip = peer[0] if peer else ''
+        now = time.monotonic()
+        self.since = now
+        self.request_since = now    # the first request is due within HEAD_DEADLINE
+        self.server.opened(self)
+
+    def connection_lost(self, exc):
+        self.server.closed(self)
+        self.buf = b''
+
+    def pause_writing(self):
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self.read_paused and self.closing_since is None:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self._process()
+
+    def eof_received(self):
+        # A half-closed client still gets the answers to what it sent.
+        self._process()
+        if self.closing_since is None:
+            self._close()
+        return True
+
+    def data_received(self, data):
+        if self.closing_since is not None:
+            return
+        if self.request_since is None:
+            self.request_since = time.monotonic()
+        self.buf = self.buf + data if self.buf else data
+        self._process()
+
+    # -- requests
+
+    def _pause_reading(self):
+        if not self.read_paused and self.transport is not None and not self.transport.is_closing():
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _process(self):
+        while self.buf and self.closing_since is None and not self.write_paused:
+            buf = self.buf
+            end = buf.find(b'\r\n\r\n')
+            lf = buf.find(b'\n\n', 0, end if end >= 0 else len(buf))
+            if lf >= 0 and (end < 0 or lf < end):
+                end = lf + 2
+            elif end >= 0:
+                end += 4
+            if end < 0 or end > MAX_HEAD:
+                if len(buf) > MAX_HEAD or end > MAX_HEAD:
                     line_end = buf.find(b'\n')
-                    if line_end < 0 or line_end > MAX_HEAD:
-                        self.send_error(414)
-                    else:
-                        self.send_error(431)
-                    return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                sock.settimeout(min(remaining, SOCKET_TIMEOUT))
-                chunk = sock.recv(4096)
-                if not chunk:
-                    return None
-                buf += chunk
-        finally:
-            sock.settimeout(SOCKET_TIMEOUT)
+                    self._error(414 if line_end < 0 or line_end > MAX_HEAD else 431)
+                return
+            self.buf = buf[end:]
+            self._request(buf[:end])
+            self.request_since = time.monotonic() if self.buf else None
+            self.since = time.monotonic()
 
-    def finish(self):
-        BaseHTTPRequestHandler.finish(self)
-        rfile = getattr(self, '_socket_rfile', None)
-        if rfile is not None:
-            rfile.close()
-
-    def _dispatch(self):
-        swarm = self.server.swarm
-        path, _sep, query = self.path.partition('?')
+    def _request(self, head):
+        lines = head.split(b'\n')
+        words = lines[0].split()
+        if len(words) == 3:
+            match = _VERSION_RE.match(words[2])
+            if match is None:
+                self._error(400)
+                return
+            version = (int(match.group(1)), int(match.group(2)))
+            if version >= (2, 0) or version < (1, 0):
+                self._error(505 if version >= (2, 0) else 400)
+                return
+        elif len(words) == 2 and words[0] == b'GET':
+            version = (1, 0)     # an HTTP/0.9-style request line: answered as 1.0, then closed
+        else:
+            self._error(400)
+            return
+        method, target = words[0], words[1]
+        if len(lines) - 2 > MAX_HEADERS:
+            self._error(431)
+            return
+        connection = b''
+        has_body = False
+        for line in lines[1:]:
+            name, sep, value = line.partition(b':')
+            if not sep:
+                continue
+            name = name.strip().lower()
+            if name == b'connection':
+                connection = value.strip().lower()
+            elif name == b'content-length':
+                has_body = value.strip() not in (b'', b'0')
+            elif name == b'transfer-encoding':
+                has_body = True
+        if method not in (b'GET', b'HEAD'):
+            self._error(405)
+            return
+        if version >= (1, 1):
+            keep = b'close' not in connection
+        else:
+            keep = b'keep-alive' in connection and len(words) == 3
+        keep = keep and not has_body and not self.server.closing
         try:
-            if path in ('/announce', '/scrape') and not swarm.allows(self.client_address[0]):
-                # Only the run's own hosts may join or even look at a swarm.
-                if path == '/announce':
+            path = target.decode('iso-8859-1')
+        except UnicodeDecodeError:   # never, latin-1 takes any byte; kept for clarity
+            self._error(400)
+            return
+        code, ctype, body = self.server.answer(path, self.peer_ip)
+        if code != 200:
+            self._error(code)
+            return
+        self._send(code, ctype, body, keep, version, method == b'HEAD')
+
+    def _send(self, code, ctype, body, keep, version, head_only):
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        parts = [b'HTTP/1.1' if version >= (1, 1) else b'HTTP/1.0',
+                 b' %d %s\r\nServer: p2p-tracker/1\r\nContent-Type: ' % (code, _REASONS[code].encode()),
+                 ctype, b'\r\nContent-Length: %d\r\nCache-Control: no-store\r\n' % len(body)]
+        if not keep:
+            parts.append(b'Connection: close\r\n\r\n')
+        elif version < (1, 1):
+            parts.append(b'Connection: keep-alive\r\n\r\n')
+        else:
+            parts.append(b'\r\n')
+        if not head_only:
+            parts.append(body)
+        transport.write(b''.join(parts))
+        if not keep:
+            self._close()
+
+    def _error(self, code):
+        """An error answer, always HTTP/1.0, and the connection closes."""
+        body = ('%d %s\n' % (code, _REASONS[code])).encode()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b'HTTP/1.0 %d %s\r\nServer: p2p-tracker/1\r\nContent-Type: text/plain\r\n'
+                                 b'Content-Length: %d\r\nConnection: close\r\n\r\n%s'
+                                 % (code, _REASONS[code].encode(), len(body), body))
+        self._close()
+
+    def _close(self):
+        """Stop reading, let the answers already written leave, then close."""
+        if self.closing_since is None:
+            self.closing_since = time.monotonic()
+            self.buf = b''
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self):
+        self.buf = b''
+        if self.closing_since is None:
+            self.closing_since = time.monotonic()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def idle(self):
+        return self.request_since is None and self.closing_since is None and not self.write_paused
+
+    def expired(self, now, keepalive_idle):
+        if self.closing_since is not None:
+            return now - self.closing_since > SEND_TIMEOUT
+        if self.write_paused:
+            return now - self.since > SEND_TIMEOUT
+        if self.request_since is not None:
+            return now - self.request_since > HEAD_DEADLINE
+        return now - self.since > keepalive_idle
+
+
+class _Server:
+    """The listening socket, the connections, and the swarm they talk to."""
+
+    def __init__(self, address, swarm, max_connections=MAX_CONNECTIONS, keepalive_idle=None):
+        family = socket.AF_INET6 if ':' in address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.server_address = sock.getsockname()
+        self.swarm = swarm
+        # Never more connections than file descriptors allow: accept() failing
+        # with EMFILE would make asyncio stop accepting for a whole second.
+        self.max_connections = max(1, min(max_connections, _fd_limit() - 64))
+        self.keepalive_idle = keepalive_idle
+        self.connections = {}     # _Connection -> None, oldest first
+        self.closing = False
+        self.loop = None
+        self._aserver = None
+        self._sweeper = None
+
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        self._aserver = await self.loop.create_server(lambda: _Connection(self), sock=self.sock,
+                                                      backlog=LISTEN_BACKLOG)
+        self._sweeper = self.loop.call_later(SWEEP_CONNECTIONS_EVERY, self._sweep)
+
+    async def stop(self):
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._aserver is not None:
+            self._aserver.close()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._aserver is not None:
+            await self._aserver.wait_closed()
+        self.sock.close()
+
+    def opened(self, conn):
+        if len(self.connections) >= self.max_connections:
+            victim = next((c for c in self.connections if c.idle()), None)
+            if victim is None:
+                conn.abort()    # every slot busy with a request in progress
+                return
+            victim.abort()
+            self.connections.pop(victim, None)
+        self.connections[conn] = None
+
+    def closed(self, conn):
+        self.connections.pop(conn, None)
+
+    def _sweep(self):
+        now = time.monotonic()
+        idle = self.keepalive_idle if self.keepalive_idle is not None else KEEPALIVE_IDLE
+        for conn in [c for c in self.connections if c.expired(now, idle)]:
+            conn.abort()
+            self.connections.pop(conn, None)
+        self._sweeper = self.loop.call_later(SWEEP_CONNECTIONS_EVERY, self._sweep)
+
+    def answer(self, target, client_ip):
+        """(status code, content type, body) for a GET of target from client_ip."""
+        swarm = self.swarm
+        path, _sep, query = target.partition('?')
+        try:
+            if path == '/announce':
+                if not swarm.allows(client_ip):
+                    # Only the run's own hosts may join or even look at a swarm.
                     swarm.count('refused')
-                self._send(200, 'text/plain', failure('address %s not allowed by this tracker'
-                                                      % self.client_address[0]))
-            elif path == '/announce':
+                    return 200, b'text/plain', failure('address %s not allowed by this tracker' % client_ip)
                 try:
-                    req = parse_announce(query, self.client_address[0])
+                    req = parse_announce(query, client_ip)
                 except BadRequest as exc:
                     swarm.count('malformed')
-                    body = failure(str(exc))
-                else:
-                    if swarm.allows(req['ip']):
-                        body = swarm.announce(req)
-                    else:   # an allowed host may not hand out an outsider's address
-                        swarm.count('refused')
-                        body = failure('address %s not allowed by this tracker' % req['ip'])
-                self._send(200, 'text/plain', body)
-            elif path == '/scrape':
+                    return 200, b'text/plain', failure(str(exc))
+                if not swarm.allows(req['ip']):   # an allowed host may not hand out an outsider's address
+                    swarm.count('refused')
+                    return 200, b'text/plain', failure('address %s not allowed by this tracker' % req['ip'])
+                return 200, b'text/plain', swarm.announce(req)
+            if path == '/scrape':
+                if not swarm.allows(client_ip):
+                    return 200, b'text/plain', failure('address %s not allowed by this tracker' % client_ip)
                 try:
-                    body = swarm.scrape(parse_scrape(query))
+                    return 200, b'text/plain', swarm.scrape(parse_scrape(query))
                 except BadRequest as exc:
-                    body = failure(str(exc))
-                self._send(200, 'text/plain', body)
-            elif path == '/status.json':
-                body = json.dumps(swarm.status(), sort_keys=True).encode('utf-8')
-                self._send(200, 'application/json', body)
-            elif path == '/metrics':
-                self._send(200, 'text/plain; version=0.0.4; charset=utf-8', swarm.metrics().encode('utf-8'))
-            elif path in ('/', '/index.html'):
-                self._send(200, 'text/html; charset=utf-8', PAGE.encode('utf-8'))
-            else:
-                self.send_error(404)
+                    return 200, b'text/plain', failure(str(exc))
+            if path == '/status.json':
+                return 200, b'application/json', json.dumps(swarm.status(), sort_keys=True).encode('utf-8')
+            if path == '/metrics':
+                return 200, b'text/plain; version=0.0.4; charset=utf-8', swarm.metrics().encode('utf-8')
+            if path in ('/', '/index.html'):
+                return 200, b'text/html; charset=utf-8', _page_bytes()
+            return 404, None, None
         except Exception as exc:  # one bad request must never take the server down
             log('error answering %s: %s: %s' % (path[:100], type(exc).__name__, exc))
             if path in ('/announce', '/scrape'):
                 if path == '/announce':
                     swarm.count('error')
-                self._send(200, 'text/plain', failure('internal tracker error'))
-            else:
-                self._send(500, 'text/plain', b'internal tracker error\n')
-
-    def _send(self, code, ctype, body):
-        self.send_response(code)
-        self.send_header('Content-Type', ctype)
-        self.send_header('Content-Length', str(len(body)))
-        self.send_header('Cache-Control', 'no-store')
-        self.end_headers()
-        if self.command != 'HEAD':
-            self.wfile.write(body)
-
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-        pass   # no per-request logging
+                return 200, b'text/plain', failure('internal tracker error')
+            return 500, None, None
 
 
-class _Server(socketserver.ThreadingMixIn, HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+def _fd_limit():
+    try:
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 1024
 
-    def __init__(self, address, swarm, max_connections=MAX_CONNECTIONS):
-        self.address_family = socket.AF_INET6 if ':' in address[0] else socket.AF_INET
-        self.swarm = swarm
-        self._slots = threading.BoundedSemaphore(max_connections)
-        HTTPServer.__init__(self, address, _Handler)
 
-    def server_bind(self):
-        # HTTPServer.server_bind resolves the bind address with getfqdn(), a
-        # DNS lookup that can hang on an isolated network: skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+def _raise_fd_limit():
+    """Lift the soft limit on open files to the hard one: a completion burst
+    is thousands of connections at once, more than the usual 1024."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 1 << 16
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError):
+        pass
 
-    def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)   # too many open connections: drop this one
-            return
-        try:
-            socketserver.ThreadingMixIn.process_request(self, request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
 
-    def process_request_thread(self, request, client_address):
-        try:
-            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
-        finally:
-            self._slots.release()
+_PAGE_BYTES = []
 
-    def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, (socket.timeout, ConnectionError)):
-            log('error with client %s: %s: %s' % (client_address[0], type(exc).__name__, exc))
+
+def _page_bytes():
+    if not _PAGE_BYTES:
+        _PAGE_BYTES.append(PAGE.encode('utf-8'))
+    return _PAGE_BYTES[0]
 
 
 class TrackerServer:
-    """The tracker on a socket, served from a background thread.
+    """The tracker on a socket, served from an event loop in a background thread.
 
-    Used in-process by tests (port=0 picks a free port) and by main().
+    Used in-process by tests (port=0 picks a free port); main() runs the same
+    server on its own loop in the main thread.
     """
 
     def __init__(self, state_dir, bind='127.0.0.1', port=0, interval=DEFAULT_INTERVAL,
                  clock=time.time, ttl=None, max_connections=MAX_CONNECTIONS, poll_interval=0.5,
-                 allowed=None):
+                 allowed=None, keepalive_idle=None):
         self.swarm = Swarm(state_dir, interval, clock=clock, ttl=ttl, allowed=allowed)
-        self.httpd = _Server((bind, port), self.swarm, max_connections)
+        self.httpd = _Server((bind, port), self.swarm, max_connections, keepalive_idle)
         self.bind = bind
         self.port = self.httpd.server_address[1]
-        self._poll_interval = poll_interval   # how fast stop() is noticed
+        self._poll_interval = poll_interval   # kept for callers; the loop needs no polling
         self._thread = None
+        self._loop = None
 
     @property
     def base_url(self):
@@ -840,17 +1097,24 @@ class TrackerServer:
         return 'http://%s:%d' % (host, self.port)
 
     def start(self):
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': self._poll_interval},
-                                        name='p2p-tracker', daemon=True)
+        loop = self._loop = asyncio.new_event_loop()
+        loop.run_until_complete(self.httpd.start())
+        self._thread = threading.Thread(target=loop.run_forever, name='p2p-tracker', daemon=True)
         self._thread.start()
         return self
 
     def stop(self):
+        loop = self._loop
+        if loop is None:
+            self.httpd.sock.close()
+            return
         if self._thread is not None:
-            self.httpd.shutdown()
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
             self._thread = None
-        self.httpd.server_close()
+        loop.run_until_complete(self.httpd.stop())
+        loop.close()
+        self._loop = None
 
     def __enter__(self):
         return self.start()
@@ -877,29 +1141,31 @@ def main(argv=None):
     if not 0 <= args.port <= 65535:
         parser.error('--port must be between 0 and 65535')
     os.makedirs(args.state_dir, exist_ok=True)
+    _raise_fd_limit()
+    # asyncio reports a client vanishing mid-answer through logging: not news here.
+    logging.getLogger('asyncio').setLevel(logging.CRITICAL)
     try:
-        server = TrackerServer(args.state_dir, args.bind, args.port, args.interval, poll_interval=0.2,
-                               allowed=allowed)
+        swarm = Swarm(args.state_dir, args.interval, allowed=allowed)
+        server = _Server((args.bind, args.port), swarm)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             log('cannot listen: port %d already in use on %s' % (args.port, args.bind))
         else:
             log('cannot listen on %s:%d: %s' % (args.bind, args.port, exc))
         return 2
-    stop = threading.Event()
-
-    def _on_signal(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    server.start()
-    log('started pid %d on %s:%d, state dir %s, interval %ds%s'
-        % (os.getpid(), args.bind, server.port, args.state_dir, args.interval,
-           ', peers only from %s' % ' '.join(allowed) if allowed else ''))
-    while not stop.is_set():
-        stop.wait(1.0)
-    server.stop()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(server.start())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, loop.stop)
+        log('started pid %d on %s:%d, state dir %s, interval %ds%s'
+            % (os.getpid(), args.bind, server.server_address[1], args.state_dir, args.interval,
+               ', peers only from %s' % ' '.join(allowed) if allowed else ''))
+        loop.run_forever()
+        loop.run_until_complete(server.stop())
+    finally:
+        loop.close()
     log('stopped pid %d' % os.getpid())
     return 0
 
