@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import ipaddress
 import json
 import os
@@ -87,6 +88,36 @@ def reserve_space(path, size):
     return created
 
 
+def free_port(low=20000, high=60000, tries=50):
+    """A TCP port free on IPv4 and IPv6 alike: with port 0 libtorrent would
+    pick one per family, but the tracker learns only one port per peer."""
+    import random
+    for _ in range(tries):
+        port = random.randint(low, high)
+        try:
+            for family, address in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
+                if family == socket.AF_INET6 and not socket.has_ipv6:
+                    continue
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    if family == socket.AF_INET6:
+                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:   # no IPv6 on this host: IPv4 decides
+                return port
+            continue
+        return port
+    return 0
+
+
+def listen_interfaces(address, port):
+    """libtorrent's listen_interfaces: both families unless one address is given."""
+    if address and address not in ('0.0.0.0', '::'):
+        return '%s:%d' % ('[%s]' % address if ':' in address else address, port)
+    port = port or free_port()
+    return '0.0.0.0:%d,[::]:%d' % (port, port)
+
+
 def session_settings(job):
     """libtorrent settings for a private datacenter swarm.
 
@@ -95,11 +126,11 @@ def session_settings(job):
     announce interval, few unchoke slots, and uTP, which costs about twice the
     CPU of TCP on a LAN. Everything here stays inside the swarm.
     """
-    listen = '%s:%d' % (job.get('listen_address') or '0.0.0.0', int(job.get('listen_port') or 0))
+    listen = listen_interfaces(job.get('listen_address'), int(job.get('listen_port') or 0))
     if job.get('ssl'):
         # An SSL torrent talks to its peers over TLS only, on an SSL listen
         # socket (the 's' suffix); libtorrent announces that port for it.
-        listen += 's'
+        listen = ','.join(part + 's' for part in listen.split(','))
     return {
         'listen_interfaces': listen,
         'enable_dht': False,

@@ -182,13 +182,16 @@ def _scan(path):
 
 
 def _new_create_torrent(entries, piece_size, flags):
+    """(create_torrent, what must outlive it)."""
     if hasattr(lt, 'create_file_entry'):  # libtorrent >= 2.1
         files = [lt.create_file_entry(rel.replace(os.sep, '/'), size) for rel, size in entries]
-        return lt.create_torrent(files, piece_size, flags)
-    storage = lt.file_storage()  # libtorrent 2.0 and older
+        return lt.create_torrent(files, piece_size, flags), files
+    storage = lt.file_storage()  # libtorrent 2.0.x
     for rel, size in entries:
         storage.add_file(rel, size)
-    return lt.create_torrent(storage, piece_size, flags)
+    # 2.0.x's create_torrent keeps a reference to the file_storage, not a
+    # copy: the caller holds it until hashing is done, or 2.0.8 segfaults.
+    return lt.create_torrent(storage, piece_size, flags), storage
 
 
 SHA256_KEY = b'p2p-sha256'
@@ -247,10 +250,10 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
     if not piece_size:
         piece_size = choose_piece_size(total)
 
-    ct = _new_create_torrent([(rel, size) for rel, size, _mtime, _full in found], piece_size, flags)
-    # Leaving out the creation date and using a fixed creator keeps the
-    # bytes identical from run to run.
-    ct.set_creation_date(0)
+    ct, _keep_alive = _new_create_torrent([(rel, size) for rel, size, _mtime, _full in found], piece_size, flags)
+    # A fixed creator and no creation date keep the bytes identical from run
+    # to run and across libtorrent versions (2.0.x has no set_creation_date,
+    # so the date is dropped from the generated dictionary below).
     ct.set_creator(CREATOR)
     ct.set_priv(bool(private))
     if comment:
@@ -274,6 +277,7 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
             raise ValueError('%s changed while it was being hashed; run again once it is complete' % full)
 
     metainfo = ct.generate()
+    metainfo.pop(b'creation date', None)
     if len(found) == 1 and os.path.isfile(path):
         # Outside the info dictionary, so the info-hash stays the same: the
         # whole file's sha256, for --diff and for people who compare checksums.

@@ -143,7 +143,7 @@ options:
     type: int
     default: 0
   listen_address:
-    description: Address the agent listens on.
+    description: Address the agent listens on. V(0.0.0.0) and V(::) listen on every address of both families.
     type: str
     default: 0.0.0.0
   state_dir:
@@ -342,6 +342,7 @@ from ansible_collections.p2p.swarm.plugins.module_utils import daemon
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.module_utils import verify
+from ansible_collections.p2p.swarm.plugins.module_utils import wheels
 
 try:
     import libtorrent as lt
@@ -754,6 +755,14 @@ def main():
         # interpreter that has it, rather than to fail the host.
         module.fail_json(msg=missing_required_lib('libtorrent') + ' (interpreter: %s)' % sys.executable,
                          exception=str(LIBTORRENT_IMPORT_ERROR), libtorrent_missing=True)
+    if wheels.too_old(lt.__version__):
+        module.fail_json(msg='libtorrent %s under %s is too old: %s or later is needed'
+                         % (lt.__version__, sys.executable, wheels.MIN_VERSION), libtorrent_missing=True)
+    if (module.check_mode and module.params['state'] == 'seeding' and not module.params['torrent_content']
+            and not os.path.isfile(module.params['torrent'])):
+        # A first --check: the seeder never made the torrent, so nothing can be read from it.
+        module.exit_json(changed=True, status='absent', dest=os.path.abspath(module.params['dest']),
+                         msg='would seed %s once the torrent %s is made' % (module.params['dest'], module.params['torrent']))
     if module.params['torrent_content']:
         module.params['torrent'] = write_torrent_content(module)
     elif module.params['state'] == 'stopped' and not os.path.exists(module.params['torrent']):

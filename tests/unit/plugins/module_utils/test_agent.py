@@ -14,7 +14,24 @@ def test_settings_never_call_out_and_fit_a_private_swarm():
     assert settings['allow_multiple_connections_per_ip'] is True
     assert settings['min_announce_interval'] <= 2
     assert settings['unchoke_slots_limit'] >= 32
-    assert settings['listen_interfaces'] == '0.0.0.0:7001'
+    # Both families on one port: the tracker learns one port per peer.
+    assert settings['listen_interfaces'] == '0.0.0.0:7001,[::]:7001'
+
+
+def test_listen_interfaces_bracket_ipv6_and_mark_ssl():
+    assert agent.listen_interfaces('fd00::5', 7001) == '[fd00::5]:7001'
+    assert agent.listen_interfaces('10.0.0.5', 7001) == '10.0.0.5:7001'
+    settings = agent.session_settings({'listen_port': 7001, 'ssl': True})
+    assert settings['listen_interfaces'] == '0.0.0.0:7001s,[::]:7001s'
+
+
+def test_free_port_is_free_on_both_families():
+    import socket
+    port = agent.free_port()
+    assert 20000 <= port <= 60000
+    for family, address in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, port))
 
 
 def test_libtorrent_accepts_every_setting():
