@@ -570,20 +570,26 @@ class Swarm:
         return self.announce_interval
 
     def _peers_for(self, torrent, peer, numwant, now):
-        """Up to numwant random peers worth giving to `peer`."""
-        def useful(other):
-            if other is peer or self._state(other, now) not in ('complete', 'downloading'):
-                return False
-            if other.ip == peer.ip and other.port == peer.port:
-                return False   # a stale record of the requester itself
-            return not (peer.left == 0 and other.left == 0)   # seeders have nothing to give each other
+        """Up to numwant random peers worth giving to `peer`.
+
+        Worth giving: not the requester (nor a stale record of its address),
+        neither stopped nor expired, and not a seeder when the requester
+        seeds too (seeders have nothing to give each other).
+        """
+        ttl, ip, port = self.ttl, peer.ip, peer.port
+        seeding = peer.left == 0
         everyone = torrent.order
         if len(everyone) > SAMPLE_ABOVE:
-            found = [o for o in random.sample(everyone, min(len(everyone), 2 * numwant)) if useful(o)]
+            # random.choices is much cheaper than random.sample; the few
+            # duplicates among 2 x numwant of thousands are dropped.
+            drawn = dict.fromkeys(random.choices(everyone, k=2 * numwant))
+            found = [o for o in drawn if o is not peer and o.state != 'stopped' and now - o.last_seen <= ttl
+                     and not (seeding and o.left == 0) and not (o.port == port and o.ip == ip)]
             # A seeder needs no full list: downloaders find it through theirs.
-            if len(found) >= numwant or peer.left == 0:
+            if len(found) >= numwant or seeding:
                 return found[:numwant]
-        found = [o for o in everyone if useful(o)]
+        found = [o for o in everyone if o is not peer and o.state != 'stopped' and now - o.last_seen <= ttl
+                 and not (seeding and o.left == 0) and not (o.port == port and o.ip == ip)]
         return random.sample(found, numwant) if len(found) > numwant else found
 
     def count(self, result):
