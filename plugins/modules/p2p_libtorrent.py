@@ -178,6 +178,9 @@ def link_venv(module, python, host, result):
     venv = module.params['venv']
     if python == wheels.venv_python(venv) or os.path.realpath(python) != os.path.realpath(sys.executable):
         return
+    if wheels.probe(wheels.venv_python(venv)) == result['version']:   # linked before
+        result['python'] = wheels.venv_python(venv)
+        return
     result.update(changed=True, source=python)
     if not module.check_mode:
         try:
