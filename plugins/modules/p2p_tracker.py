@@ -18,8 +18,9 @@ description:
   - The tracker only serves info-hashes registered with it. Registrations live in
     C(<state_dir>/torrents.json); the running tracker picks up changes within a second,
     and this module waits until the tracker reports them before returning.
-  - The tracker is a standard-library-only Python script written into O(state_dir);
-    the target needs Python 3 and nothing else. No systemd is needed or used.
+  - The tracker is a standard-library-only Python script (C(tracker.py) and the
+    C(tracker_*.py) files it imports) written into O(state_dir); the target needs
+    Python 3.9 or later and nothing else. No systemd is needed or used.
   - A running tracker whose port, bind address, interval, interpreter or script
     differ from what the task asks for is restarted.
 author:
@@ -312,12 +313,23 @@ def read_cmdline(pid):
 
 
 def script_is_current(path):
+    """True when the tracker script and every file it imports are as shipped."""
     import inspect
-    try:
-        with open(path, 'r') as handle:
-            return handle.read() == inspect.getsource(tracker)
-    except (IOError, OSError):
-        return False
+    directory = os.path.dirname(path)
+    for name, module in tracker.script_files():
+        try:
+            with open(os.path.join(directory, name), 'r') as handle:
+                if handle.read() != inspect.getsource(module):
+                    return False
+        except (IOError, OSError):
+            return False
+    return True
+
+
+def install_scripts(state_dir):
+    """Write the tracker script and its files (those it imports first)."""
+    for name, module in tracker.script_files():
+        daemon.install_script(module, os.path.join(state_dir, name))
 
 
 def probe_bind(bind, port):
@@ -493,7 +505,7 @@ def main():
             os.makedirs(state_dir, 0o755)
         if regs_changed:
             daemon.write_atomic(reg_path, json.dumps(merged, indent=2, sort_keys=True) + '\n', mode=0o644)
-        daemon.install_script(tracker, script)
+        install_scripts(state_dir)
         if restart:
             daemon.stop(pid, script)
         if start:

@@ -17,7 +17,7 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 
-from ansible_collections.p2p.swarm.plugins.module_utils import tracker
+from ansible_collections.p2p.swarm.plugins.module_utils import tracker, tracker_http
 
 V1 = bytes.fromhex('11' * 20)
 V1_OTHER = bytes.fromhex('22' * 20)
@@ -285,7 +285,7 @@ def test_garbage_and_raw_bytes_do_not_hurt(srv):
 
 
 def test_slow_client_is_cut_off_and_does_not_block_others(srv, monkeypatch):
-    monkeypatch.setattr(tracker, 'HEAD_DEADLINE', 1.0)
+    monkeypatch.setattr(tracker_http, 'HEAD_DEADLINE', 1.0)
     slow = socket.create_connection(('127.0.0.1', srv.port), timeout=10)
     try:
         slow.sendall(b'GET /status.json HT')   # and then nothing

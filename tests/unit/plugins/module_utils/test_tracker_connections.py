@@ -180,7 +180,8 @@ def test_backlog_and_limit_leave_room_for_a_burst():
 def tracker_script(state):
     """The tracker run as p2p_tracker runs it: the script, a process of its own."""
     script = os.path.join(state, 'tracker.py')
-    daemon.install_script(tracker, script)
+    for name, module in tracker.script_files():   # the script and the files it imports
+        daemon.install_script(module, os.path.join(state, name))
     sock = socket.socket()
     sock.bind(('127.0.0.1', 0))
     port = sock.getsockname()[1]

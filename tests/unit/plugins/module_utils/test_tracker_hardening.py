@@ -223,7 +223,8 @@ def rss_kib(pid):
 def tracker_process(tmp_path, state):
     port = free_port()
     script = os.path.join(state, 'tracker.py')
-    daemon.install_script(tracker, script)
+    for name, module in tracker.script_files():   # the script and the files it imports
+        daemon.install_script(module, os.path.join(state, name))
     proc = subprocess.Popen([sys.executable, '-I', script, '--bind', '127.0.0.1', '--port', str(port),
                              '--state-dir', state], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

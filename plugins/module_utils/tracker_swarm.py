@@ -1,0 +1,672 @@
+# -*- coding: utf-8 -*-
+# Copyright: p2p.swarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The tracker's swarm logic: announce and scrape parsing, registrations
+(torrents.json), peers and torrents, peer selection, status and metrics.
+
+No sockets here: tracker_http serves this over HTTP. Part of the tracker
+script (see tracker.py); standard library only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import json
+import math
+import os
+import random
+import re
+import socket
+import sys
+import threading
+import time
+from urllib.parse import unquote_to_bytes
+
+if __package__:   # imported from the collection (the module, tests)
+    from ansible_collections.p2p.swarm.plugins.module_utils.tracker_bencode import bencode, failure
+else:             # the script on the host: tracker.py put its directory on sys.path
+    from tracker_bencode import bencode, failure  # pylint: disable=import-error
+
+DEFAULT_INTERVAL = 2
+EXPIRY_MARGIN = 5          # seconds of slack on top of 3 x interval before a peer expires
+RELOAD_EVERY = 0.5         # seconds between checks of torrents.json
+FORGET_AFTER = 86400       # stopped/expired records are dropped after this long
+SWEEP_EVERY = 60
+DEFAULT_NUMWANT = 50
+MAX_NUMWANT = 200
+MAX_INT = 2 ** 63 - 1
+MAX_PARAMS = 256           # query parameters per request (scrape may repeat info_hash)
+MAX_HOSTNAME = 255
+MAX_PEERS_PER_TORRENT = 20000
+# Above this many peer records an announce is answered from a random sample
+# and counts at most COUNTS_EVERY seconds old, so it costs O(numwant), not
+# O(swarm): a 5000-host swarm would otherwise cost 5000 steps per announce.
+SAMPLE_ABOVE = 400
+COUNTS_EVERY = 1.0
+# Re-announces a torrent's swarm may send per second: a big swarm is told a
+# longer interval (5000 hosts: 20 s instead of 2 s), which keeps the tracker
+# well inside what it answers (docs/benchmark.md, "Tracker capacity").
+ANNOUNCE_BUDGET = 250
+REGISTRATION_FILE = 'torrents.json'
+EVENTS = ('', 'started', 'completed', 'stopped', 'paused')
+
+_HEX_RE = re.compile(r'\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z')
+_NUMBER_RE = re.compile(rb'\A[0-9]{1,19}\Z')
+_BAD_PERCENT_RE = re.compile(r'%(?![0-9A-Fa-f]{2})')
+_QUERY_CHARS_RE = re.compile(r'\A[\x21-\x7e]*\Z')
+
+
+def log(message):
+    sys.stderr.write('p2p-tracker: %s\n' % message)
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------ query parsing
+
+class BadRequest(Exception):
+    """A malformed request: answered with a bencoded failure reason."""
+
+
+def parse_query(query):
+    """Split a raw query string into {name: [raw byte values]}.
+
+    urllib's parse_qs decodes to text, but info_hash and peer_id are raw
+    bytes, so values are unquoted to bytes here, strictly.
+    """
+    if not _QUERY_CHARS_RE.match(query):
+        raise BadRequest('invalid characters in query')
+    if _BAD_PERCENT_RE.search(query):
+        raise BadRequest('invalid percent-encoding')
+    params = {}
+    count = 0
+    for part in query.split('&'):
+        if not part:
+            continue
+        count += 1
+        if count > MAX_PARAMS:
+            raise BadRequest('too many parameters')
+        name, _sep, value = part.partition('=')
+        if '%' in name or '+' in name:
+            try:
+                name = unquote_to_bytes(name.replace('+', ' ')).decode('ascii')
+            except UnicodeDecodeError:
+                raise BadRequest('invalid parameter name')
+        # Most values (numbers, events) carry no escapes: skip the unquoting.
+        if '%' in value or '+' in value:
+            value = unquote_to_bytes(value.replace('+', ' '))
+        else:
+            value = value.encode('ascii')
+        if name in params:
+            params[name].append(value)
+        else:
+            params[name] = [value]
+    return params
+
+
+def _single(params, name, required=True):
+    values = params.get(name)
+    if not values:
+        if required:
+            raise BadRequest('missing %s' % name)
+        return None
+    if len(values) > 1:
+        raise BadRequest('%s given more than once' % name)
+    return values[0]
+
+
+def _number(params, name, low=0, high=MAX_INT, default=None):
+    raw = _single(params, name, required=default is None)
+    if raw is None:
+        return default
+    if not _NUMBER_RE.match(raw):
+        raise BadRequest('invalid %s' % name)
+    value = int(raw)
+    if value < low or value > high:
+        raise BadRequest('%s out of range' % name)
+    return value
+
+
+_IP_CACHE = {}
+_IP_CACHE_SIZE = 8192
+
+
+def normalize_ip(text):
+    """Return the canonical text form of an IP address (IPv4-mapped -> IPv4).
+
+    ipaddress is slow next to the rest of an announce, and a swarm's hosts
+    keep announcing from the same addresses: answers are cached (bounded).
+    """
+    try:
+        return _IP_CACHE[text]
+    except KeyError:
+        pass
+    addr = ipaddress.ip_address(text.split('%', 1)[0])
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if len(_IP_CACHE) >= _IP_CACHE_SIZE:
+        _IP_CACHE.clear()
+    result = _IP_CACHE[text] = str(addr)
+    return result
+
+
+def pack_peer(ip, port):
+    """The compact form of an address (BEP 23 / BEP 7): 6 bytes for IPv4, 18 for IPv6."""
+    if ':' in ip:
+        return socket.inet_pton(socket.AF_INET6, ip) + port.to_bytes(2, 'big')
+    return socket.inet_aton(ip) + port.to_bytes(2, 'big')
+
+
+def parse_announce(query, client_ip):
+    """Validate an announce query; return a dict of typed fields."""
+    params = parse_query(query)
+    info_hash = _single(params, 'info_hash')
+    if len(info_hash) != 20:
+        raise BadRequest('info_hash must be 20 bytes')
+    peer_id = _single(params, 'peer_id')
+    if len(peer_id) != 20:
+        raise BadRequest('peer_id must be 20 bytes')
+    req = {
+        'info_hash': info_hash,
+        'peer_id': peer_id,
+        'port': _number(params, 'port', 1, 65535),
+        'uploaded': _number(params, 'uploaded'),
+        'downloaded': _number(params, 'downloaded'),
+        'left': _number(params, 'left'),
+        'numwant': min(_number(params, 'numwant', default=DEFAULT_NUMWANT), MAX_NUMWANT),
+        'compact': _number(params, 'compact', 0, 1, default=1) == 1,
+        'no_peer_id': _number(params, 'no_peer_id', 0, 1, default=0) == 1,
+    }
+    event = _single(params, 'event', required=False) or b''
+    try:
+        event = event.decode('ascii')
+    except UnicodeDecodeError:
+        raise BadRequest('invalid event')
+    if event not in EVENTS:
+        raise BadRequest('invalid event')
+    req['event'] = event
+    ip = _single(params, 'ip', required=False)
+    try:
+        req['ip'] = normalize_ip(ip.decode('ascii') if ip else client_ip)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest('invalid ip')
+    host = _single(params, 'p2p_host', required=False)
+    if host is not None:
+        try:
+            host = host.decode('utf-8').strip()
+        except UnicodeDecodeError:
+            raise BadRequest('invalid p2p_host')
+        if len(host) > MAX_HOSTNAME or any(ord(c) < 32 or ord(c) == 127 for c in host):
+            raise BadRequest('invalid p2p_host')
+    req['host'] = host or None
+    return req
+
+
+def parse_scrape(query):
+    params = parse_query(query)
+    hashes = params.get('info_hash', [])
+    for value in hashes:
+        if len(value) != 20:
+            raise BadRequest('info_hash must be 20 bytes')
+    return hashes
+
+
+# ---------------------------------------------------------------- registry
+
+def hash_key(hex_hash):
+    """The 20 bytes a client announces: the v1 hash, or a v2 hash truncated."""
+    return bytes.fromhex(hex_hash)[:20]
+
+
+def parse_registrations(data):
+    """Turn the torrents.json document into [(hexes, name, size)].
+
+    Entries that do not validate are skipped (and reported) rather than
+    failing the whole file, so one bad line cannot take the tracker down.
+    """
+    if not isinstance(data, dict):
+        raise ValueError('top level must be an object')
+    result = []
+    for hex_hash, entry in data.items():
+        hex_hash = str(hex_hash).lower()
+        entry = entry if isinstance(entry, dict) else {}
+        if not _HEX_RE.match(hex_hash):
+            log('ignoring registration %r: not a 40 or 64 hex digit info-hash' % hex_hash)
+            continue
+        hexes = [hex_hash]
+        aliases = entry.get('aliases') or []
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        for alias in aliases if isinstance(aliases, list) else []:
+            alias = str(alias).lower()
+            if _HEX_RE.match(alias) and alias not in hexes:
+                hexes.append(alias)
+        name = entry.get('name')
+        size = entry.get('size')
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            size = None
+        result.append((hexes, str(name) if name else '', size))
+    return result
+
+
+class Peer:
+    __slots__ = ('peer_id', 'host', 'ip', 'port', 'left', 'uploaded', 'downloaded',
+                 'state', 'first_seen', 'last_seen', 'completed_at', 'compact', 'slot')
+
+    def __init__(self, now):
+        self.peer_id = b''
+        self.host = None
+        self.ip = ''
+        self.port = 0
+        self.left = 0
+        self.uploaded = 0
+        self.downloaded = 0
+        self.state = 'downloading'
+        self.first_seen = now
+        self.last_seen = now
+        self.completed_at = None
+        self.compact = b''    # pack_peer(ip, port), kept with them
+        self.slot = -1        # index in Torrent.order
+
+
+class Torrent:
+    def __init__(self, hexes, name, size):
+        self.hexes = list(hexes)
+        self.name = name
+        self.size = size
+        self.peers = {}       # identity -> Peer; identity is the host name, else the peer id
+        self.order = []       # the same Peers in a list, for O(numwant) random samples
+        self.downloaded = 0   # completions seen, for scrape
+        self.counts = None    # (when, complete, incomplete) for big swarms, see SAMPLE_ABOVE
+
+    @property
+    def primary(self):
+        return self.hexes[0]
+
+    def add(self, ident, peer):
+        peer.slot = len(self.order)
+        self.order.append(peer)
+        self.peers[ident] = peer
+
+    def remove(self, ident):
+        peer = self.peers.pop(ident)
+        last = self.order.pop()
+        if last is not peer:
+            self.order[peer.slot] = last
+            last.slot = peer.slot
+
+
+class Swarm:
+    """All tracker state; every public method takes the lock."""
+
+    def __init__(self, state_dir, interval=DEFAULT_INTERVAL, clock=time.time, ttl=None, allowed=None):
+        self.state_dir = state_dir
+        self.interval = int(interval)
+        # Networks whose hosts may announce and scrape; None or empty: anyone.
+        self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed or []]
+        self._allows_cache = {}
+        self.ttl = ttl if ttl is not None else 3 * self.interval + EXPIRY_MARGIN
+        self.announce_interval = self.interval   # what announces are told; grows with the swarm
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.torrents = {}    # primary hex -> Torrent
+        self.by_key = {}      # 20-byte announced hash -> Torrent
+        self.announces = {'ok': 0, 'unregistered': 0, 'malformed': 0, 'error': 0, 'refused': 0}
+        self.scrapes = 0
+        self.started = clock()
+        self._reg_signature = False   # never equal to a real stat signature
+        self._reg_checked = None
+        self._last_sweep = time.monotonic()
+        self._maybe_reload(force=True)
+
+    # -- registrations
+
+    def _maybe_reload(self, force=False):
+        now = time.monotonic()
+        if not force and self._reg_checked is not None and now - self._reg_checked < RELOAD_EVERY:
+            return
+        self._reg_checked = now
+        path = os.path.join(self.state_dir, REGISTRATION_FILE)
+        try:
+            st = os.stat(path)
+            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            log('cannot stat %s: %s' % (path, exc))
+            return
+        if signature == self._reg_signature:
+            return
+        self._reg_signature = signature
+        if signature is None:
+            entries = []
+        else:
+            try:
+                with open(path, 'rb') as handle:
+                    entries = parse_registrations(json.loads(handle.read().decode('utf-8')))
+            except (OSError, ValueError) as exc:
+                # Keep serving what we had; try again once the file changes.
+                log('ignoring unreadable %s: %s' % (path, exc))
+                return
+        self._apply_registrations(entries)
+
+    def _apply_registrations(self, entries):
+        torrents, by_key, reused = {}, {}, set()
+        for hexes, name, size in entries:
+            keys = [hash_key(h) for h in hexes]
+            merged = next((by_key[k] for k in keys if k in by_key), None)
+            if merged is not None:
+                # Another entry names the same torrent (v1 and v2 forms of a hybrid).
+                for hex_hash in hexes:
+                    if hex_hash not in merged.hexes:
+                        merged.hexes.append(hex_hash)
+                torrent = merged
+            else:
+                old = next((self.by_key[k] for k in keys if k in self.by_key
+                            and id(self.by_key[k]) not in reused), None)
+                if old is not None:
+                    reused.add(id(old))   # keep its peers across the reload
+                    old.hexes, old.name, old.size = list(hexes), name, size
+                    torrent = old
+                else:
+                    torrent = Torrent(hexes, name, size)
+                torrents[torrent.primary] = torrent
+            for key in keys:
+                by_key.setdefault(key, torrent)
+        self.torrents, self.by_key = torrents, by_key
+
+    # -- peers
+
+    def _state(self, peer, now):
+        if peer.state == 'stopped':
+            return 'stopped'
+        if now - peer.last_seen > self.ttl:
+            return 'expired'
+        return 'complete' if peer.left == 0 else 'downloading'
+
+    def _counts(self, torrent, now):
+        complete = incomplete = 0
+        for peer in torrent.peers.values():
+            state = self._state(peer, now)
+            if state == 'complete':
+                complete += 1
+            elif state == 'downloading':
+                incomplete += 1
+        return complete, incomplete
+
+    def _sweep(self, now):
+        """Forget long-gone peers so memory stays bounded."""
+        mono = time.monotonic()
+        if mono - self._last_sweep < SWEEP_EVERY:
+            return
+        self._last_sweep = mono
+        for torrent in self.torrents.values():
+            for ident, peer in list(torrent.peers.items()):
+                if self._state(peer, now) in ('stopped', 'expired') and now - peer.last_seen > FORGET_AFTER:
+                    torrent.remove(ident)
+
+    def _make_room(self, torrent, now):
+        inactive = [(peer.last_seen, ident) for ident, peer in torrent.peers.items()
+                    if self._state(peer, now) in ('stopped', 'expired')]
+        inactive.sort()
+        for _seen, ident in inactive[:max(1, len(torrent.peers) - MAX_PEERS_PER_TORRENT + 1)]:
+            torrent.remove(ident)
+        return len(torrent.peers) < MAX_PEERS_PER_TORRENT
+
+    def announce(self, req):
+        """Record one announce and return the bencoded answer."""
+        with self.lock:
+            self._maybe_reload()
+            torrent = self.by_key.get(req['info_hash'])
+            if torrent is None:
+                # A seeder announces right after its torrent is registered,
+                # often before the periodic check: look again before refusing
+                # (a refusal makes libtorrent back off for a long while).
+                self._maybe_reload(force=True)
+                torrent = self.by_key.get(req['info_hash'])
+            if torrent is None:
+                self.announces['unregistered'] += 1
+                return failure('unregistered torrent')
+            now = self.clock()
+            self._sweep(now)
+            ident = req['host'] or req['peer_id']
+            peer = torrent.peers.get(ident)
+            previous_left = None
+            if peer is None:
+                if len(torrent.peers) >= MAX_PEERS_PER_TORRENT and not self._make_room(torrent, now):
+                    self.announces['error'] += 1
+                    return failure('too many peers')
+                peer = Peer(now)
+                torrent.add(ident, peer)
+            elif req['event'] == 'started' and self._state(peer, now) in ('stopped', 'expired'):
+                # A new session of a known host: its timings start over.
+                peer.first_seen = now
+                peer.completed_at = None
+            else:
+                previous_left = peer.left
+            peer.peer_id = req['peer_id']
+            peer.host = req['host']
+            if peer.ip != req['ip'] or peer.port != req['port']:
+                peer.ip = req['ip']
+                peer.port = req['port']
+                peer.compact = pack_peer(peer.ip, peer.port)
+            peer.left = req['left']
+            peer.uploaded = req['uploaded']
+            peer.downloaded = req['downloaded']
+            peer.last_seen = now
+            if req['event'] == 'stopped':
+                peer.state = 'stopped'
+            else:
+                peer.state = 'complete' if req['left'] == 0 else 'downloading'
+            if req['left'] > 0:
+                peer.completed_at = None
+            elif peer.completed_at is None:
+                peer.completed_at = now
+                # Count a download only when we saw it happen, not a seeder joining.
+                if req['event'] == 'completed' or (previous_left or 0) > 0:
+                    torrent.downloaded += 1
+            complete, incomplete = self._announce_counts(torrent, now)
+            interval = self._interval_for(complete + incomplete)
+            answer = {
+                'interval': interval,
+                'min interval': interval,
+                'complete': complete,
+                'incomplete': incomplete,
+                'downloaded': torrent.downloaded,
+            }
+            peers = []
+            if req['event'] != 'stopped' and req['numwant'] > 0:
+                peers = self._peers_for(torrent, peer, req['numwant'], now)
+            self.announces['ok'] += 1
+        if req['compact']:
+            # The common answer, formatted directly (the same bytes bencode() gives).
+            v4 = b''.join([p.compact for p in peers if len(p.compact) == 6])
+            v6 = b''.join([p.compact for p in peers if len(p.compact) == 18])
+            return b''.join((
+                b'd8:completei%de10:downloadedi%de10:incompletei%de8:intervali%de12:min intervali%de'
+                % (complete, torrent.downloaded, incomplete, interval, interval),
+                b'5:peers%d:' % len(v4), v4,
+                b'6:peers6%d:' % len(v6) + v6 if v6 else b'', b'e'))
+        answer.update(_peer_lists(peers, req['compact'], req['no_peer_id']))
+        return bencode(answer)
+
+    def _announce_counts(self, torrent, now):
+        """(complete, incomplete) for an announce answer; cached in big swarms."""
+        if len(torrent.peers) <= SAMPLE_ABOVE:
+            return self._counts(torrent, now)
+        if torrent.counts is None or not 0 <= now - torrent.counts[0] < COUNTS_EVERY:
+            torrent.counts = (now,) + self._counts(torrent, now)
+        return torrent.counts[1:]
+
+    def _interval_for(self, active):
+        """The configured interval, stretched so `active` peers re-announce at
+        most ANNOUNCE_BUDGET times a second; it never shrinks back, so no peer
+        told a long interval expires early."""
+        wanted = max(self.interval, int(math.ceil(active / float(ANNOUNCE_BUDGET))))
+        if wanted > self.announce_interval:
+            self.announce_interval = wanted
+            self.ttl = max(self.ttl, 3 * wanted + EXPIRY_MARGIN)
+        return self.announce_interval
+
+    def _peers_for(self, torrent, peer, numwant, now):
+        """Up to numwant random peers worth giving to `peer`.
+
+        Worth giving: not the requester (nor a stale record of its address),
+        neither stopped nor expired, and not a seeder when the requester
+        seeds too (seeders have nothing to give each other).
+        """
+        ttl, ip, port = self.ttl, peer.ip, peer.port
+        seeding = peer.left == 0
+        everyone = torrent.order
+        if len(everyone) > SAMPLE_ABOVE:
+            # random.choices is much cheaper than random.sample; the few
+            # duplicates among 2 x numwant of thousands are dropped.
+            drawn = dict.fromkeys(random.choices(everyone, k=2 * numwant))
+            found = [o for o in drawn if o is not peer and o.state != 'stopped' and now - o.last_seen <= ttl
+                     and not (seeding and o.left == 0) and not (o.port == port and o.ip == ip)]
+            # A seeder needs no full list: downloaders find it through theirs.
+            if len(found) >= numwant or seeding:
+                return found[:numwant]
+        found = [o for o in everyone if o is not peer and o.state != 'stopped' and now - o.last_seen <= ttl
+                 and not (seeding and o.left == 0) and not (o.port == port and o.ip == ip)]
+        return random.sample(found, numwant) if len(found) > numwant else found
+
+    def count(self, result):
+        with self.lock:
+            self.announces[result] += 1
+
+    def allows(self, ip_text):
+        """True when ip_text may take part (no allow list, or inside one of its networks)."""
+        if not self.allowed:
+            return True
+        cache = self._allows_cache
+        try:
+            return cache[ip_text]
+        except KeyError:
+            pass
+        try:
+            addr = ipaddress.ip_address(normalize_ip(ip_text))
+        except ValueError:
+            return False
+        if len(cache) >= _IP_CACHE_SIZE:
+            cache.clear()
+        result = cache[ip_text] = any(addr in net for net in self.allowed)
+        return result
+
+    def scrape(self, hashes):
+        with self.lock:
+            self._maybe_reload()
+            self.scrapes += 1
+            now = self.clock()
+            if not hashes:
+                hashes = [hash_key(t.primary) for t in self.torrents.values()]
+            files = {}
+            for key in hashes:
+                torrent = self.by_key.get(key)
+                if torrent is None:
+                    continue
+                complete, incomplete = self._counts(torrent, now)
+                files[key] = {'complete': complete, 'incomplete': incomplete,
+                              'downloaded': torrent.downloaded}
+        return bencode({'files': files, 'flags': {'min_request_interval': self.interval}})
+
+    def status(self):
+        """The JSON-able view of every registered torrent and its peers."""
+        with self.lock:
+            # Always current: the module reads it to see its registrations
+            # applied (a stat() per status request; re-read only on change).
+            self._maybe_reload(force=True)
+            now = self.clock()
+            torrents = {}
+            for torrent in self.torrents.values():
+                complete, incomplete = self._counts(torrent, now)
+                peers = []
+                for peer in torrent.peers.values():
+                    peers.append({
+                        'host': peer.host,
+                        'ip': peer.ip,
+                        'port': peer.port,
+                        'peer_id': peer.peer_id.hex(),
+                        'left': peer.left,
+                        'uploaded': peer.uploaded,
+                        'downloaded': peer.downloaded,
+                        'state': self._state(peer, now),
+                        'first_seen': peer.first_seen,
+                        'last_seen': peer.last_seen,
+                        'completed_at': peer.completed_at,
+                    })
+                peers.sort(key=lambda p: (p['host'] or '', p['ip'], p['port']))
+                torrents[torrent.primary] = {
+                    'name': torrent.name or torrent.primary,
+                    'size': torrent.size,
+                    'info_hashes': list(torrent.hexes),
+                    'complete': complete,
+                    'incomplete': incomplete,
+                    'downloaded': torrent.downloaded,
+                    'peers': peers,
+                }
+            return {'torrents': torrents, 'time': now, 'interval': self.interval,
+                    'peer_ttl': self.ttl, 'pid': os.getpid()}
+
+    def metrics(self):
+        """Prometheus text exposition."""
+        with self.lock:
+            self._maybe_reload()
+            now = self.clock()
+            lines = [
+                '# HELP p2p_tracker_announces_total Announce requests answered, by result.',
+                '# TYPE p2p_tracker_announces_total counter',
+            ]
+            for result in sorted(self.announces):
+                lines.append('p2p_tracker_announces_total{result="%s"} %d' % (result, self.announces[result]))
+            lines += [
+                '# HELP p2p_tracker_scrapes_total Scrape requests answered.',
+                '# TYPE p2p_tracker_scrapes_total counter',
+                'p2p_tracker_scrapes_total %d' % self.scrapes,
+                '# HELP p2p_tracker_torrents_registered Info-hashes this tracker serves.',
+                '# TYPE p2p_tracker_torrents_registered gauge',
+                'p2p_tracker_torrents_registered %d' % len(self.torrents),
+                '# HELP p2p_tracker_peers Peers known per torrent, by state.',
+                '# TYPE p2p_tracker_peers gauge',
+            ]
+            downloads = ['# HELP p2p_tracker_downloads_total Completed downloads seen per torrent.',
+                         '# TYPE p2p_tracker_downloads_total counter']
+            for torrent in sorted(self.torrents.values(), key=lambda t: t.primary):
+                counts = dict.fromkeys(('downloading', 'complete', 'stopped', 'expired'), 0)
+                for peer in torrent.peers.values():
+                    counts[self._state(peer, now)] += 1
+                labels = 'info_hash="%s",name="%s"' % (torrent.primary, _label(torrent.name))
+                for state in sorted(counts):
+                    lines.append('p2p_tracker_peers{%s,state="%s"} %d' % (labels, state, counts[state]))
+                downloads.append('p2p_tracker_downloads_total{%s} %d' % (labels, torrent.downloaded))
+            lines += downloads
+            lines += [
+                '# HELP p2p_tracker_uptime_seconds Seconds since the tracker started.',
+                '# TYPE p2p_tracker_uptime_seconds gauge',
+                'p2p_tracker_uptime_seconds %.3f' % (now - self.started),
+            ]
+        return '\n'.join(lines) + '\n'
+
+
+def _label(value):
+    return value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+
+def _peer_lists(peers, compact, no_peer_id):
+    if not compact:
+        result = []
+        for peer in peers:
+            item = {'ip': peer.ip, 'port': peer.port}
+            if not no_peer_id:
+                item['peer id'] = peer.peer_id
+            result.append(item)
+        return {'peers': result}
+    v4, v6 = [], []
+    for peer in peers:
+        packed = peer.compact or pack_peer(peer.ip, peer.port)
+        (v4 if len(packed) == 6 else v6).append(packed)
+    answer = {'peers': b''.join(v4)}
+    if v6:
+        answer['peers6'] = b''.join(v6)
+    return answer
