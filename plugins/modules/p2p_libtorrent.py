@@ -195,10 +195,10 @@ def install(module, host):
     """Install from the wheel or the index; returns the source it used."""
     p = module.params
     if p['wheel']:
+        if module.check_mode:   # a copy task in check mode did not put it there
+            return p['wheel']
         if not os.path.isfile(p['wheel']):
             raise wheels.WheelError('wheel %s is not on the host' % p['wheel'])
-        if module.check_mode:
-            return p['wheel']
         wheels.install_wheel(p['wheel'], p['venv'], sys.executable, host)
         return p['wheel']
     if not p['index_url']:
