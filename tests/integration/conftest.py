@@ -7,12 +7,13 @@ fixture are marked `lab` automatically (select with -m lab / -m 'not lab').
 """
 import os
 import sys
+import warnings
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lab'))
 import lab as p2p_lab  # noqa: E402  (tests/lab/lab.py, stdlib only)
-from helpers import make_env  # noqa: E402
+from helpers import BackgroundPlaybook, make_env, stop_swarm  # noqa: E402
 
 
 def lab_settings():
@@ -47,6 +48,25 @@ def env(lab, tmp_path_factory):
     """Environment for ansible commands: the collection built and installed
     with ansible-galaxy, a HOME of its own; one per test file."""
     return make_env(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(request):
+    """After every lab test, passed or failed: kill its background playbooks
+    still running, then end the agents and trackers left on the lab's hosts
+    (the collection's clean-up playbook, SIGKILL for survivors). A failed
+    test cannot leave agents behind for the next test's checks. Leftovers
+    after a test are reported as a warning; tests that promise to leave
+    nothing assert swarm_processes(lab) == [] themselves."""
+    lab = request.getfixturevalue('lab') if 'lab' in request.fixturenames else None
+    env = request.getfixturevalue('env') if lab is not None and 'env' in request.fixturenames else None
+    yield
+    while BackgroundPlaybook.started:
+        BackgroundPlaybook.started.pop().stop()
+    if lab is not None:
+        left = stop_swarm(lab, env)
+        if left:
+            warnings.warn('%s left running on the lab, ended: %s' % (request.node.nodeid, left))
 
 
 def pytest_collection_modifyitems(items):

@@ -83,12 +83,15 @@ class BackgroundPlaybook:
     sends on Ctrl-C: a signal to the whole group.
     """
 
+    started = []      # every run, for the nothing_left_running fixture to stop
+
     def __init__(self, lab, env, forks, extra_vars, workdir, playbook='p2p.swarm.distribute', inventory=None):
         self.out_path = os.path.join(str(workdir), 'playbook.out')
         self.err_path = os.path.join(str(workdir), 'playbook.err')
         with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
             self.proc = subprocess.Popen(playbook_argv(lab, forks, extra_vars, playbook, inventory), env=env,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        BackgroundPlaybook.started.append(self)
 
     def output(self):
         with open(self.out_path) as out:
@@ -113,6 +116,15 @@ class BackgroundPlaybook:
             except ProcessLookupError:
                 pass
         return workers
+
+    def stop(self):
+        """Kill the run (playbook and workers) if it still runs; wait for it."""
+        if self.proc.poll() is None:
+            self.kill_all()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
 
     def finish(self, timeout=900):
         """Wait for the end; a CompletedProcess-like result with .recap."""
@@ -216,10 +228,11 @@ def _netns_inode(pid):
     return (st.st_dev, st.st_ino)
 
 
-def swarm_processes(lab):
+def swarm_processes(lab, controller=True):
     """Agents or trackers the collection started, on any lab host or on the
-    controller (whose network namespace is ours). Processes of other labs
-    running on the same machine (other namespaces) are not counted."""
+    controller (whose network namespace is ours; controller=False leaves it
+    out). Processes of other labs running on the same machine (other
+    namespaces) are not counted."""
     spaces = set()
     for host in lab.hosts:
         try:
@@ -227,7 +240,8 @@ def swarm_processes(lab):
             spaces.add((st.st_dev, st.st_ino))
         except OSError:
             pass
-    spaces.add(_netns_inode(os.getpid()))
+    if controller:
+        spaces.add(_netns_inode(os.getpid()))
     found = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -241,6 +255,26 @@ def swarm_processes(lab):
                 and _netns_inode(int(entry)) in spaces:
             found.append('%s %s' % (entry, args.strip()))
     return found
+
+
+def stop_swarm(lab, env=None, timeout=300):
+    """End every agent and tracker still running on the lab's hosts: the
+    collection's clean-up playbook (with env; on the lab's hosts only, never
+    the controller, where other runs may own agents), then SIGKILL for any
+    survivor. Returns what was running at the start."""
+    left = swarm_processes(lab, controller=False)
+    if not left:
+        return []
+    if env is not None:
+        run_playbook(lab, env, 10, {'p2p_targets': 'all', 'p2p_seeder_host': 'seed'}, playbook='p2p.swarm.cleanup',
+                     timeout=timeout)
+    for line in swarm_processes(lab, controller=False):
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not swarm_processes(lab, controller=False), 30, 'the swarm processes left running to end')
+    return left
 
 
 def wait_for(predicate, timeout, what, every=0.2):

@@ -12,6 +12,7 @@ run (the "chaos" run): while one play distributes to the peers,
 Each case is asserted by its own test below; the seeder kill, the tracker
 restart and the interrupted plays get runs of their own.
 """
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import urllib.request
 import pytest
 
 from helpers import (ROOT, WHEEL_DIR, BackgroundPlaybook, agent_statuses, describe, host_sha256, peers,
-                     run_playbook, swarm_processes, wait_for, write_payload)
+                     run_playbook, stop_swarm, swarm_processes, wait_for, write_payload)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -217,30 +218,50 @@ def stranger_tries(lab, env, stranger, info_hash, seconds=8):
 
 @pytest.fixture(scope='module')
 def chaos(lab, env, payload, tmp_path_factory):
-    """One play with several independent faults; returns what was observed."""
+    """One play with several independent faults; returns what was observed.
+    Whatever fails on the way, the play, its agents, the captures and the
+    tmpfs are gone when it returns or raises."""
     work = tmp_path_factory.mktemp('chaos')
     everyone = peers(lab)
     stranger, full = everyone[-1], everyone[-2]
     downloading = everyone[:-2]
     victims = downloading[1::4][:max(1, len(downloading) // 4)]
+    seen = {'victims': victims, 'full': full, 'stranger': stranger, 'downloading': downloading, 'killed_at': {}}
     for host in everyone:      # a clean directory, whatever ran before
         assert lab.exec(host, ['sh', '-c', 'rm -rf %s && mkdir -p %s' % (DIR, DIR)]).returncode == 0
-    assert lab.exec(full, ['mount', '-t', 'tmpfs', '-o', 'size=' + TMPFS_SIZE, 'tmpfs', DIR]).returncode == 0
     inventory = write_inventory(lab, work / 'inventory.ini', first_peers=[
         '%s ansible_host=%s ansible_port=%d' % (GHOST, lab.ip(everyone[0]), CLOSED_PORT)])
     subnet = lab.subnet + '.0/24'
-    # Anything but TCP between lab addresses (ARP aside) is a leak or a
-    # discovery protocol: DHT, LSD, UPnP/SSDP, NAT-PMP, IPv6, multicast.
-    leaks = Capture(lab, work / 'leaks.pcap', 'not arp and not (ip and tcp and src net %s and dst net %s '
-                    'and not ip multicast and not ip broadcast)' % (subnet, subnet), 256)
-    # Small pushed TCP segments: handshakes and extension handshakes (PEX would show there).
-    talk = Capture(lab, work / 'talk.pcap', 'tcp and tcp[tcpflags] & tcp-push != 0 and less 1500', 1500)
-    seen = {'victims': victims, 'full': full, 'stranger': stranger, 'downloading': downloading, 'killed_at': {}}
-    since = time.time()
-    play = BackgroundPlaybook(lab, env, FORKS, base_vars(
-        payload[0], p2p_targets='peers:!%s' % stranger, p2p_download_rate_limit=RATE,
-        p2p_owner=OWNER, p2p_group=GROUP, p2p_mode=MODE), work, inventory=inventory)
-    try:
+
+    def unmount_full():
+        seen['full_listing'] = lab.exec(full, ['ls', '-A', DIR]).stdout.split()
+        lab.exec(full, ['umount', DIR])
+
+    def stop_capture(name, capture):
+        seen[name], seen[name + '_stats'] = capture.stop()
+        seen[name + '_text'] = capture.text()
+
+    def stop_play(play):
+        play.stop()
+        seen['left_running'] = swarm_processes(lab)     # what the play itself left (checked by a test)
+        stop_swarm(lab, env)
+
+    with contextlib.ExitStack() as undo:     # undone last to first, also when a step fails
+        assert lab.exec(full, ['mount', '-t', 'tmpfs', '-o', 'size=' + TMPFS_SIZE, 'tmpfs', DIR]).returncode == 0
+        undo.callback(unmount_full)
+        # Anything but TCP between lab addresses (ARP aside) is a leak or a
+        # discovery protocol: DHT, LSD, UPnP/SSDP, NAT-PMP, IPv6, multicast.
+        leaks = Capture(lab, work / 'leaks.pcap', 'not arp and not (ip and tcp and src net %s and dst net %s '
+                        'and not ip multicast and not ip broadcast)' % (subnet, subnet), 256)
+        undo.callback(stop_capture, 'leaks', leaks)
+        # Small pushed TCP segments: handshakes and extension handshakes (PEX would show there).
+        talk = Capture(lab, work / 'talk.pcap', 'tcp and tcp[tcpflags] & tcp-push != 0 and less 1500', 1500)
+        undo.callback(stop_capture, 'talk', talk)
+        since = time.time()
+        play = BackgroundPlaybook(lab, env, FORKS, base_vars(
+            payload[0], p2p_targets='peers:!%s' % stranger, p2p_download_rate_limit=RATE,
+            p2p_owner=OWNER, p2p_group=GROUP, p2p_mode=MODE), work, inventory=inventory)
+        undo.callback(stop_play, play)
         # Kill each victim's agent as soon as it is well into its transfer.
         pending = list(victims)
 
@@ -261,15 +282,6 @@ def chaos(lab, env, payload, tmp_path_factory):
         info_hash = [one_status(lab, h, DEST, since) for h in downloading if h not in victims][0]['job_dir'].split('/')[-2]
         seen['stranger_tried'], seen['stranger_announce'] = stranger_tries(lab, env, stranger, info_hash)
         seen['result'] = play.finish(timeout=600)
-    finally:
-        if play.proc.poll() is None:
-            play.signal_group(signal.SIGKILL)
-            play.proc.wait(timeout=30)
-        seen['leaks'], seen['leaks_stats'] = leaks.stop()
-        seen['leaks_text'] = leaks.text()
-        seen['talk'], _ = talk.stop()
-        seen['full_listing'] = lab.exec(full, ['ls', '-A', DIR]).stdout.split()
-        lab.exec(full, ['umount', DIR])
     return seen
 
 
@@ -292,7 +304,7 @@ def test_killed_agents_fail_alone_with_the_reason(lab, chaos, payload):
     assert 'stopped before completing' in proc.stdout, describe(proc)
     for host in chaos['victims']:
         assert '%s (' % host in proc.stdout.rsplit('stopped: ', 1)[-1].split('\n')[0], describe(proc)
-    assert swarm_processes(lab) == []
+    assert chaos['left_running'] == [], chaos['left_running']
 
 
 def test_disk_full_host_fails_with_no_space_and_keeps_nothing(lab, chaos):
@@ -402,19 +414,16 @@ def test_seeder_killed_after_a_full_copy_every_host_still_finishes(lab, env, pay
     since = time.time()
     inventory = write_inventory(lab, tmp_path / 'inventory.ini', host_vars={fast: {'p2p_download_rate_limit': 0}},
                                 peer_vars={'p2p_download_rate_limit': RATE // 2})
+    # (if the test fails, the nothing_left_running fixture stops the play and its agents)
     play = BackgroundPlaybook(lab, env, FORKS, base_vars(payload[0], dest=dest), tmp_path, inventory=inventory)
-    try:
-        wait_for(lambda: one_status(lab, fast, dest, since).get('placed') or play.proc.poll() is not None, 480,
-                 'a first complete copy')
-        seeder = [s for s in agent_statuses(lab, 'seed', payload[0])
-                  if s.get('state') == 'seeding' and os.path.exists('/proc/%d' % s['pid'])]
-        assert len(seeder) == 1, seeder
-        kill_pid(seeder[0]['pid'], b'agent.py')
-        behind = [h for h in peers(lab)[1:] if one_status(lab, h, dest, since).get('progress', 0) < 0.9]
-        proc = play.finish(timeout=600)
-    finally:
-        if play.proc.poll() is None:
-            play.signal_group(signal.SIGKILL)
+    wait_for(lambda: one_status(lab, fast, dest, since).get('placed') or play.proc.poll() is not None, 480,
+             'a first complete copy')
+    seeder = [s for s in agent_statuses(lab, 'seed', payload[0])
+              if s.get('state') == 'seeding' and os.path.exists('/proc/%d' % s['pid'])]
+    assert len(seeder) == 1, seeder
+    kill_pid(seeder[0]['pid'], b'agent.py')
+    behind = [h for h in peers(lab)[1:] if one_status(lab, h, dest, since).get('progress', 0) < 0.9]
+    proc = play.finish(timeout=600)
     assert behind, 'every peer was nearly done when the seeder died: nothing tested'
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
@@ -425,36 +434,38 @@ def test_seeder_killed_after_a_full_copy_every_host_still_finishes(lab, env, pay
 def test_tracker_restart_mid_swarm_every_host_finishes(lab, env, payload, tmp_path):
     """(c) the tracker is killed and started again while the peers download."""
     dest = DIR + '/trackerrestart.bin'
+    # (if the test fails, the nothing_left_running fixture stops the play, its
+    # agents and the tracker started here)
     play = BackgroundPlaybook(lab, env, FORKS, base_vars(payload[0], dest=dest, p2p_download_rate_limit=RATE),
                               tmp_path)
     pidfile = lab.host_dir('seed') + '/var/lib/p2p-swarm/tracker/tracker.pid'
     since = time.time()
-    try:
-        def mid_swarm():
-            assert play.proc.poll() is None, describe(play.finish())
-            progress = [one_status(lab, h, dest, since).get('progress', 0) for h in peers(lab)]
-            return max(progress) >= 0.3 and min(progress) < 0.7
-        wait_for(mid_swarm, 480, 'the swarm to be under way')
-        with open(pidfile) as handle:
-            pid = int(handle.read())
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            argv = [a.decode() for a in handle.read().split(b'\0')[:-1]]
-        kill_pid(pid, b'tracker.py')
-        with open(os.path.dirname(pidfile) + '/tracker.log', 'ab') as log:
-            tracker = subprocess.Popen(lab.exec_argv('seed', argv), stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        with open(pidfile, 'w') as handle:
-            handle.write('%d\n' % tracker.pid)   # nsenter execs the tracker itself: same pid
-        def answers():
-            try:
-                return tracker_status(lab, timeout=2).get('pid') == tracker.pid
-            except OSError:
-                return False
-        wait_for(answers, 30, 'the new tracker to answer')
-        proc = play.finish(timeout=600)
-    finally:
-        if play.proc.poll() is None:
-            play.signal_group(signal.SIGKILL)
+
+    def mid_swarm():
+        assert play.proc.poll() is None, describe(play.finish())
+        progress = [one_status(lab, h, dest, since).get('progress', 0) for h in peers(lab)]
+        return max(progress) >= 0.3 and min(progress) < 0.7
+    wait_for(mid_swarm, 480, 'the swarm to be under way')
+    with open(pidfile) as handle:
+        pid = int(handle.read())
+    # The tracker's own command line: the seed's interpreter and the script
+    # the collection installed there (nothing of the checkout).
+    with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+        argv = [a.decode() for a in handle.read().split(b'\0')[:-1]]
+    kill_pid(pid, b'tracker.py')
+    with open(os.path.dirname(pidfile) + '/tracker.log', 'ab') as log:
+        tracker = subprocess.Popen(lab.exec_argv('seed', argv), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, cwd='/')
+    with open(pidfile, 'w') as handle:
+        handle.write('%d\n' % tracker.pid)   # nsenter execs the tracker itself: same pid
+
+    def answers():
+        try:
+            return tracker_status(lab, timeout=2).get('pid') == tracker.pid
+        except OSError:
+            return False
+    wait_for(answers, 30, 'the new tracker to answer')
+    proc = play.finish(timeout=600)
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert host_sha256(lab, host, dest) == payload[1], host
@@ -507,7 +518,10 @@ def test_ctrl_c_then_the_cleanup_playbook_leaves_nothing_running(lab, env, paylo
     interrupt_mid_swarm(lab, env, payload, dest, signal.SIGINT, tmp_path)
     left = swarm_processes(lab)
     assert any('/tracker.py ' in p for p in left) and any('/agent.py ' in p for p in left), left
-    proc = run_playbook(lab, env, FORKS, {}, playbook='p2p.swarm.cleanup', timeout=300)
+    # p2p_seeder_host as the lab inventory has it (a play's host pattern does not
+    # see inventory variables): without it the play also stops the agents in
+    # the controller's own /var/lib/p2p-swarm, which other runs may own.
+    proc = run_playbook(lab, env, FORKS, {'p2p_seeder_host': 'seed'}, playbook='p2p.swarm.cleanup', timeout=300)
     assert proc.returncode == 0, describe(proc)
     assert swarm_processes(lab) == [], swarm_processes(lab)
     no_half_file(lab, dest, payload[1])
