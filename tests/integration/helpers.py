@@ -8,9 +8,16 @@ import subprocess
 import sys
 import time
 
+# Controller side only: nothing under ROOT or VENV_BIN may run inside a lab
+# host. The checkout may live under /tmp, which every host has a private copy
+# of, and hosts with a root filesystem of their own see none of the
+# controller's files. On a host run HOST_PYTHON (plain scripts), the
+# interpreter the collection chose there (agent_python), and scripts shipped
+# as text (host_script).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.dirname(sys.executable)
 WHEEL_DIR = os.path.join(ROOT, '.lab', 'wheels')
+HOST_PYTHON = '/usr/bin/python3'
 
 
 def install_collection(dest):
@@ -275,6 +282,63 @@ def stop_swarm(lab, env=None, timeout=300):
             pass
     wait_for(lambda: not swarm_processes(lab, controller=False), 30, 'the swarm processes left running to end')
     return left
+
+
+def host_script(lab, host, name, text):
+    """Ship a script's text to the host's private /tmp; returns its path
+    there (what the host sees), for HOST_PYTHON or agent_python to run."""
+    path = '/tmp/' + name
+    with open(lab.host_dir(host) + path, 'w') as handle:
+        handle.write(text)
+    return path
+
+
+AGENT_PYTHON_PLAY = """
+- name: The peer role's libtorrent step, as a distribute run does it
+  hosts: "{{ p2p_targets }}"
+  gather_facts: false
+  tasks:
+    - name: Find or install libtorrent
+      ansible.builtin.include_role:
+        name: p2p.swarm.peer
+        tasks_from: libtorrent
+    - name: Name the interpreter
+      ansible.builtin.debug:
+        msg: "agent python: {{ p2p_agent_python }}"
+"""
+
+
+def agent_python(lab, env, host, workdir):
+    """The interpreter the collection's agents run on host (it installs
+    libtorrent there first if no interpreter imports it, as a distribute run
+    would), and what libtorrent that interpreter imports:
+    (python, {'file', 'version', 'prefix', 'base_prefix'})."""
+    play = os.path.join(str(workdir), 'agent-python.yml')
+    with open(play, 'w') as handle:
+        handle.write(AGENT_PYTHON_PLAY)
+    proc = run_playbook(lab, env, 1, {'p2p_targets': host, 'p2p_wheel_dir': WHEEL_DIR}, playbook=play, timeout=300)
+    found = re.findall(r'"msg": "agent python: ([^"]+)"', proc.stdout)
+    assert proc.returncode == 0 and len(found) == 1, describe(proc)
+    probe = lab.exec(host, [found[0], '-c', 'import json, sys, libtorrent; print(json.dumps({"file": '
+                            'libtorrent.__file__, "version": libtorrent.__version__, "prefix": sys.prefix, '
+                            '"base_prefix": sys.base_prefix}))'], timeout=60)
+    assert probe.returncode == 0, (host, found[0], probe.stderr)
+    return found[0], json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+def loaded_libtorrent(pid):
+    """The libtorrent extension module a running process (an agent) has
+    loaded: its path as mapped, or None. Tells a wheel's libtorrent from a
+    system one (Debian's python3-libtorrent in /usr/lib/python3/dist-packages)."""
+    try:
+        with open('/proc/%d/maps' % pid) as handle:
+            for line in handle:
+                path = line.split(None, 5)[-1].strip()
+                if 'libtorrent' in path and '.cpython-' in path and path.endswith('.so'):
+                    return path
+    except OSError:
+        pass
+    return None
 
 
 def wait_for(predicate, timeout, what, every=0.2):

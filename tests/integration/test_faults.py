@@ -25,8 +25,9 @@ import urllib.request
 
 import pytest
 
-from helpers import (ROOT, WHEEL_DIR, BackgroundPlaybook, agent_statuses, describe, host_sha256, peers,
-                     run_playbook, stop_swarm, swarm_processes, wait_for, write_payload)
+from helpers import (HOST_PYTHON, WHEEL_DIR, BackgroundPlaybook, agent_python, agent_statuses, describe,
+                     host_script, host_sha256, loaded_libtorrent, peers, run_playbook, stop_swarm, swarm_processes,
+                     wait_for, write_payload)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -193,9 +194,12 @@ print(opener.open(url + '?' + query, timeout=10).read().decode('latin-1'))
 '''
 
 
-def stranger_tries(lab, env, stranger, info_hash, seconds=8):
+def stranger_tries(lab, env, stranger, python, info_hash, seconds=8):
     """From a lab host outside the play: connect to every agent the tracker
-    lists, and announce to the tracker; returns (peer result, announce answer)."""
+    lists (with python, an interpreter of the stranger's that imports
+    libtorrent), and announce to the tracker; returns (peer result, announce
+    answer). The scripts go to the stranger as text: nothing of the
+    controller's checkout or venv runs there."""
     # The torrent the play pushed to the peers, copied into the stranger's private /tmp.
     shutil.copy(os.path.join(env['HOME'], '.cache', 'p2p-swarm', info_hash + '.torrent'),
                 lab.host_dir(stranger) + '/tmp/stranger.torrent')
@@ -203,14 +207,15 @@ def stranger_tries(lab, env, stranger, info_hash, seconds=8):
     entry = tracker_status(lab)['torrents'][info_hash]
     targets = [[p['ip'], p['port']] for p in entry['peers'] if p['state'] in ('complete', 'downloading')]
     assert targets, entry
-    python = os.path.join(ROOT, '.venv', 'bin', 'python')
-    proc = lab.exec(stranger, [python, '-c', STRANGER, torrent, lab.ip(stranger), json.dumps(targets),
-                               str(seconds)], timeout=60)
+    script = host_script(lab, stranger, 'stranger.py', STRANGER)
+    proc = lab.exec(stranger, [python, script, torrent, lab.ip(stranger), json.dumps(targets), str(seconds)],
+                    timeout=60)
     assert proc.returncode == 0, proc.stderr
     tried = json.loads(proc.stdout.strip().splitlines()[-1])
     tried['targets'] = targets
-    answer = lab.exec(stranger, [python, '-c', ANNOUNCE, 'http://%s:6969/announce' % lab.ip('seed'),
-                                 info_hash], timeout=30)
+    script = host_script(lab, stranger, 'announce.py', ANNOUNCE)
+    answer = lab.exec(stranger, [HOST_PYTHON, script, 'http://%s:6969/announce' % lab.ip('seed'), info_hash],
+                      timeout=30)
     return tried, answer.stdout + answer.stderr
 
 
@@ -229,6 +234,9 @@ def chaos(lab, env, payload, tmp_path_factory):
     seen = {'victims': victims, 'full': full, 'stranger': stranger, 'downloading': downloading, 'killed_at': {}}
     for host in everyone:      # a clean directory, whatever ran before
         assert lab.exec(host, ['sh', '-c', 'rm -rf %s && mkdir -p %s' % (DIR, DIR)]).returncode == 0
+    # The stranger stays out of the play; it gets the libtorrent the
+    # collection installs on a host, as any peer of the play does.
+    seen['stranger_python'], seen['stranger_libtorrent'] = agent_python(lab, env, stranger, work)
     inventory = write_inventory(lab, work / 'inventory.ini', first_peers=[
         '%s ansible_host=%s ansible_port=%d' % (GHOST, lab.ip(everyone[0]), CLOSED_PORT)])
     subnet = lab.subnet + '.0/24'
@@ -279,8 +287,11 @@ def chaos(lab, env, payload, tmp_path_factory):
             assert play.proc.poll() is None, describe(play.finish())
             return not pending
         wait_for(kill_ready, 480, 'the victims to be mid-transfer', every=0.1)
-        info_hash = [one_status(lab, h, DEST, since) for h in downloading if h not in victims][0]['job_dir'].split('/')[-2]
-        seen['stranger_tried'], seen['stranger_announce'] = stranger_tries(lab, env, stranger, info_hash)
+        running = [one_status(lab, h, DEST, since) for h in downloading if h not in victims][0]
+        info_hash = running['job_dir'].split('/')[-2]
+        seen['agent_libtorrent'] = loaded_libtorrent(running['pid'])
+        seen['stranger_tried'], seen['stranger_announce'] = stranger_tries(lab, env, stranger,
+                                                                           seen['stranger_python'], info_hash)
         seen['result'] = play.finish(timeout=600)
     return seen
 
@@ -338,6 +349,10 @@ def test_stranger_gets_nothing_from_agents_or_tracker(lab, chaos):
     """(h) a lab host outside the play: agents drop its connections (ip filter),
     the tracker refuses its announce (allow list)."""
     tried = chaos['stranger_tried']
+    # The stranger speaks with the agents' own libtorrent (the one the
+    # collection set up on a lab host), not one of the controller's.
+    assert chaos['stranger_libtorrent']['file'] == chaos['agent_libtorrent'], \
+        (chaos['stranger_python'], chaos['stranger_libtorrent'], chaos['agent_libtorrent'])
     assert tried['attempts'] > 0 and tried['disconnects'] > 0, tried
     assert tried['downloaded'] == 0, tried
     # On the wire: the stranger sent handshakes, no agent ever answered one.
