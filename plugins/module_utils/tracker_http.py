@@ -12,7 +12,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import asyncio
-import json
 import re
 import resource
 import socket
@@ -342,7 +341,7 @@ class HttpServer:
                 except BadRequest as exc:
                     return 200, b'text/plain', failure(str(exc))
             if path == '/status.json':
-                return 200, b'application/json', json.dumps(swarm.status(), sort_keys=True).encode('utf-8')
+                return 200, b'application/json', swarm.status_json()
             if path == '/metrics':
                 return 200, b'text/plain; version=0.0.4; charset=utf-8', swarm.metrics().encode('utf-8')
             if path in ('/', '/index.html'):

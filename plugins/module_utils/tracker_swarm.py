@@ -252,7 +252,7 @@ def parse_registrations(data):
 
 class Peer:
     __slots__ = ('peer_id', 'host', 'ip', 'port', 'left', 'uploaded', 'downloaded',
-                 'state', 'first_seen', 'last_seen', 'completed_at', 'compact', 'slot')
+                 'state', 'first_seen', 'last_seen', 'completed_at', 'compact', 'slot', 'fragment')
 
     def __init__(self, now):
         self.peer_id = b''
@@ -268,6 +268,7 @@ class Peer:
         self.completed_at = None
         self.compact = b''    # pack_peer(ip, port), kept with them
         self.slot = -1        # index in Torrent.order
+        self.fragment = None  # (state, its status.json text): rebuilt after a change
 
 
 class Torrent:
@@ -455,6 +456,7 @@ class Swarm:
             peer.uploaded = req['uploaded']
             peer.downloaded = req['downloaded']
             peer.last_seen = now
+            peer.fragment = None
             if req['event'] == 'stopped':
                 peer.state = 'stopped'
             else:
@@ -581,21 +583,7 @@ class Swarm:
             torrents = {}
             for torrent in self.torrents.values():
                 complete, incomplete = self._counts(torrent, now)
-                peers = []
-                for peer in torrent.peers.values():
-                    peers.append({
-                        'host': peer.host,
-                        'ip': peer.ip,
-                        'port': peer.port,
-                        'peer_id': peer.peer_id.hex(),
-                        'left': peer.left,
-                        'uploaded': peer.uploaded,
-                        'downloaded': peer.downloaded,
-                        'state': self._state(peer, now),
-                        'first_seen': peer.first_seen,
-                        'last_seen': peer.last_seen,
-                        'completed_at': peer.completed_at,
-                    })
+                peers = [self._peer_status(peer, self._state(peer, now)) for peer in torrent.peers.values()]
                 peers.sort(key=lambda p: (p['host'] or '', p['ip'], p['port']))
                 torrents[torrent.primary] = {
                     'name': torrent.name or torrent.primary,
@@ -608,6 +596,55 @@ class Swarm:
                 }
             return {'torrents': torrents, 'time': now, 'interval': self.interval,
                     'peer_ttl': self.ttl, 'pid': os.getpid()}
+
+    def status_json(self):
+        """status() as JSON bytes (keys sorted), built from per-peer pieces.
+
+        Equal to json.dumps(status(), sort_keys=True) as data, but each
+        peer's piece is kept until the peer announces or changes state, so
+        a poll of a 5000-host swarm costs a few milliseconds of the event
+        loop, not tens.
+        """
+        dumps = json.dumps
+        with self.lock:
+            self._maybe_reload(force=True)
+            now = self.clock()
+            parts = []
+            for primary in sorted(self.torrents):
+                torrent = self.torrents[primary]
+                complete, incomplete = self._counts(torrent, now)
+                pieces = []
+                for peer in torrent.order:
+                    state = self._state(peer, now)
+                    cached = peer.fragment
+                    if cached is None or cached[0] != state:
+                        cached = peer.fragment = (state, dumps(self._peer_status(peer, state), sort_keys=True))
+                    pieces.append(((peer.host or '', peer.ip, peer.port), cached[1]))
+                pieces.sort(key=lambda piece: piece[0])
+                parts.append('%s: {"complete": %d, "downloaded": %d, "incomplete": %d, "info_hashes": %s, '
+                             '"name": %s, "peers": [%s], "size": %s}' % (
+                                 dumps(primary), complete, torrent.downloaded, incomplete,
+                                 dumps(list(torrent.hexes)), dumps(torrent.name or torrent.primary),
+                                 ', '.join([piece[1] for piece in pieces]), dumps(torrent.size)))
+            text = '{"interval": %d, "peer_ttl": %s, "pid": %d, "time": %s, "torrents": {%s}}' % (
+                self.interval, dumps(self.ttl), os.getpid(), dumps(now), ', '.join(parts))
+        return text.encode('utf-8')
+
+    @staticmethod
+    def _peer_status(peer, state):
+        return {
+            'host': peer.host,
+            'ip': peer.ip,
+            'port': peer.port,
+            'peer_id': peer.peer_id.hex(),
+            'left': peer.left,
+            'uploaded': peer.uploaded,
+            'downloaded': peer.downloaded,
+            'state': state,
+            'first_seen': peer.first_seen,
+            'last_seen': peer.last_seen,
+            'completed_at': peer.completed_at,
+        }
 
     def metrics(self):
         """Prometheus text exposition."""

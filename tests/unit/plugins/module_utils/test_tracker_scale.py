@@ -85,3 +85,18 @@ def test_small_swarms_keep_exact_answers_and_the_configured_interval(swarm):
     assert answer[b'interval'] == 2
     announce(swarm, 4, left=0, event='completed')
     assert announce(swarm, 3)[b'complete'] == 1
+
+
+def test_status_json_pieces_match_status_through_changes(swarm):
+    fill(swarm, 600, seeds=10)
+    assert json.loads(swarm.status_json()) == swarm.status()
+    announce(swarm, 20, left=0, event='completed')       # a cached piece must change
+    announce(swarm, 21, event='stopped')
+    swarm.now[0] += 30                                   # and states move on with the clock
+    announce(swarm, 22)
+    assert json.loads(swarm.status_json()) == swarm.status()
+    swarm.now[0] += 3600                                 # all expired, but a stopped one stays stopped
+    status = json.loads(swarm.status_json())
+    assert status == swarm.status()
+    states = [p['state'] for p in status['torrents'][HASH]['peers']]
+    assert states.count('stopped') == 1 and states.count('expired') == 599
