@@ -19,6 +19,7 @@ import errno
 import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -91,9 +92,7 @@ def reserve_space(path, size):
 def free_port(low=20000, high=60000, tries=50):
     """A TCP port free on IPv4 and IPv6 alike: with port 0 libtorrent would
     pick one per family, but the tracker learns only one port per peer."""
-    import random
-    for _ in range(tries):
-        port = random.randint(low, high)
+    for port in random.sample(range(low, high + 1), tries):
         try:
             for family, address in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
                 if family == socket.AF_INET6 and not socket.has_ipv6:

@@ -77,8 +77,8 @@ def host_python():
 
 
 def describe_host(host):
-    return 'CPython %s on %s%s' % (host['version'].rsplit('.', 1)[0], host['machine'],
-                                  ' (glibc %s)' % host['glibc'] if host['glibc'] else '')
+    libc = ' (glibc %s)' % host['glibc'] if host['glibc'] else ''
+    return 'CPython %s on %s%s' % (host['version'].rsplit('.', 1)[0], host['machine'], libc)
 
 
 def _platform_ok(plat, host):

@@ -18,7 +18,7 @@ description:
     C(/usr/bin/python3) in that order.
   - With O(state=present) and none found, installs libtorrent into O(venv) from the wheel
     O(wheel) (a file on the host) or from the package index O(index_url). It needs neither
-    pip nor the venv module, which bare Debian and Ubuntu hosts do not have: the
+    pip nor the venv module, which bare Debian and Ubuntu hosts do not have; the
     environment is a C(pyvenv.cfg) and a link to the interpreter running this module, and
     the wheel is unpacked into its site-packages. The environment does not see the
     system's packages, so an older system libtorrent cannot shadow the installed one.
