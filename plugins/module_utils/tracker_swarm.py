@@ -483,8 +483,11 @@ class Swarm:
             self.announces['ok'] += 1
         if req['compact']:
             # The common answer, formatted directly (the same bytes bencode() gives).
-            v4 = b''.join([p.compact for p in peers if len(p.compact) == 6])
-            v6 = b''.join([p.compact for p in peers if len(p.compact) == 18])
+            v4 = b''.join([p.compact for p in peers])
+            v6 = b''
+            if len(v4) != 6 * len(peers):    # IPv6 peers among them: split the two lists
+                v4 = b''.join([p.compact for p in peers if len(p.compact) == 6])
+                v6 = b''.join([p.compact for p in peers if len(p.compact) == 18])
             return b''.join((
                 b'd8:completei%de10:downloadedi%de10:incompletei%de8:intervali%de12:min intervali%de'
                 % (complete, torrent.downloaded, incomplete, interval, interval),
