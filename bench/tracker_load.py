@@ -643,6 +643,15 @@ def life(pool, args, server, info_hash, peers_n):
                                               FIXED_RATE * args.rate_seconds, args.time_limit, rate=FIXED_RATE,
                                               malformed=True, slow=SLOW_CLIENTS))
     show('2000/s', row['fixed_rate'])
+    if peers_n == args.mix_peers:
+        # Harsher than the spread burst: every peer's connection opened at
+        # once (within ~50 ms), re-announces, a new connection each.
+        phase = tracker_cpu(run_phase(pool, args.procs, 'announce', server.port, hash_q, peers, peers_n,
+                                      args.time_limit, rate=peers_n / 0.05, mix='close'))
+        phase['refused'] = phase['failed'].get('refused', 0)
+        phase['reset'] = phase['failed'].get('reset', 0) + phase['failed'].get('closed', 0)
+        row['at_once'] = phase
+        show('at once', phase)
     row['burst'] = tracker_cpu(burst(pool, args.procs, server, hash_q, info_hash.hex(), peers, args.time_limit,
                                      server.key != 'opentracker'))
     show('burst', row['burst'])
@@ -805,6 +814,16 @@ def render(results):
             lines.append('| %s | %s (%s) | %s (%s) |' % (
                 r['tracker'], r['saturation_keep']['ok_per_second'], r['saturation_keep']['p99_ms'],
                 r['saturation_close']['ok_per_second'], r['saturation_close']['p99_ms']))
+    at_once = [r for r in rows if 'at_once' in r]
+    if at_once:
+        lines += ['', '%d connections opened at once (within ~50 ms; re-announces, a new connection each):'
+                  % at_once[0]['peers'], '', '| tracker | answered | refused | reset/closed | other failures '
+                  '| p50 ms | p99 ms | max ms |', '|---|---|---|---|---|---|---|---|']
+        for r in at_once:
+            a = r['at_once']
+            lines.append('| %s | %d of %d | %d | %d | %d | %s | %s | %s |' % (
+                r['tracker'], a['ok'], a['planned'], a['refused'], a['reset'],
+                sum(a['failed'].values()) - a['refused'] - a['reset'], a['p50_ms'], a['p99_ms'], a['max_ms']))
     if results.get('profile'):
         lines += ['', 'Where an announce\'s time goes, in-process, 5000-peer swarm (microseconds per announce; '
                   'status.json in ms):', '', '| tracker | parse | swarm update + peer selection + answer '
