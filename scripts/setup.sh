@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # tcpdump: the security tests capture the lab bridge (tests/integration/test_faults.py).
 # chromium: the tracker's progress page in a headless browser (tests/integration/test_progress_page.py).
-for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge:iproute2 unshare:util-linux tcpdump:tcpdump chromium:chromium; do
+# mmdebstrap, apt-ftparchive (apt-utils): the lab's image hosts and their apt repos (tests/lab/images.py).
+for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge:iproute2 unshare:util-linux tcpdump:tcpdump chromium:chromium mmdebstrap:mmdebstrap apt-ftparchive:apt-utils; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
@@ -24,9 +25,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 
-# A libtorrent wheel for the managed hosts: lab hosts have no index, so the
-# peer role pushes this file (the offline-site path).
+# libtorrent wheels for the managed hosts, one per CPython the hosts may have
+# (bookworm 3.11, trixie 3.13, ...): the peer role pushes one (the offline-site
+# path) and the lab serves them all as a package index (tests/lab/repos.py).
 mkdir -p .lab/wheels
-if ! ls .lab/wheels/libtorrent-*.whl >/dev/null 2>&1; then
-    .venv/bin/pip download -q --disable-pip-version-check --no-deps -d .lab/wheels libtorrent
-fi
+for v in 3.9 3.10 3.11 3.12 3.13; do
+    if ! ls .lab/wheels/libtorrent-*-cp"${v/./}"-cp"${v/./}"-*manylinux*x86_64*.whl >/dev/null 2>&1; then
+        .venv/bin/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            --python-version "$v" --implementation cp --platform manylinux2014_x86_64 -d .lab/wheels libtorrent
+    fi
+done
