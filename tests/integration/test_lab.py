@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -275,3 +277,219 @@ def test_up_clears_a_crashed_lab(scratch_lab):
     assert rc == 0 and len(status) == 4, out
     again.down()
     assert again.leftovers() == []
+
+
+# --- image hosts: own root filesystem, package sources inside the lab -------
+
+# A lab of its own (prefix, subnet, dir), beside the session lab and SCRATCH.
+IMAGES = ['bookworm', 'trixie']
+IMAGE_LAB = dict(prefix='p2pimg', subnet='10.231.2', workdir='/var/lib/p2p-lab-img', images=IMAGES)
+IPV6_LAB = dict(prefix='p2pv6', subnet='10.231.3', workdir='/var/lib/p2p-lab-v6', images=['trixie'], ipv6=True)
+PYTHON = {'bookworm': '3.11', 'trixie': '3.13'}
+CPYTHONS = ('cp39', 'cp310', 'cp311', 'cp312', 'cp313')
+
+# Runs on a lab host: fetch a URL (argv[1]), print status and sha256; with a
+# second argument, save the body there.
+FETCH = r'''
+import hashlib, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=30) as r:
+    body = r.read()
+    print(r.status, hashlib.sha256(body).hexdigest())
+if len(sys.argv) > 2:
+    with open(sys.argv[2], 'wb') as f:
+        f.write(body)
+'''
+
+
+def _ssh(lab, host, command, address=None):
+    return subprocess.run(['ssh', '-i', lab.private_key, '-o', 'StrictHostKeyChecking=no',
+                           '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+                           '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+                           'root@%s' % (address or lab.address(host)), command],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _alive(pid):
+    """pid exists and is not a zombie (an ended daemon waits a moment for init to reap it)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope='module')
+def image_lab():
+    """seed (bookworm) + h01 (trixie) + h02 (bookworm), images built once and
+    cached; down at the end, and what down leaves is checked in the last test."""
+    if os.geteuid() != 0:
+        pytest.skip('the lab needs root (network namespaces, veths, tc, mounts)')
+    lab = p2p_lab.Lab(2, **IMAGE_LAB)
+    try:
+        yield lab.up()
+    finally:
+        lab.down()
+
+
+def test_image_hosts_run_their_own_release(image_lab):
+    lab = image_lab
+    assert [lab.image(h) for h in lab.hosts] == ['bookworm', 'trixie', 'bookworm']
+    state = json.load(open(lab.state_file))
+    assert [h['image'] for h in state['hosts']] == ['bookworm', 'trixie', 'bookworm']
+    for h in lab.hosts:
+        release = lab.image(h)
+        out = lab.exec(h, ['cat', '/etc/os-release']).stdout
+        assert 'VERSION_CODENAME=%s' % release in out, (h, out)
+        version = lab.exec(h, ['python3', '--version']).stdout.split()[-1]
+        assert version.startswith(PYTHON[release] + '.'), (h, version)
+        assert lab.exec(h, ['hostname']).stdout.strip() == h
+    # The controller is bookworm too: the trixie host must really be another root.
+    assert lab.exec('h01', ['test', '-e', lab.inventory]).returncode == 1
+
+
+def test_image_hosts_are_bare(image_lab):
+    for h in image_lab.hosts:
+        for module in ('ensurepip', 'libtorrent', 'pip'):
+            r = image_lab.exec(h, ['python3', '-c', 'import ' + module])
+            assert r.returncode == 1 and 'ModuleNotFoundError' in r.stderr, (h, module, r.stderr)
+        r = image_lab.exec(h, ['sh', '-c', 'for c in pip pip3 apt-get; do command -v $c; done; ls /var/lib/apt/lists'])
+        assert r.stdout.split() == ['/usr/bin/apt-get', 'lock', 'partial'], (h, r.stdout)
+
+
+def test_image_inventory_and_ssh(image_lab):
+    lab = image_lab
+    inv = json.loads(subprocess.run([ANSIBLE + '-inventory', '-i', lab.inventory, '--list'],
+                                    capture_output=True, text=True, timeout=60).stdout)
+    hostvars = inv['_meta']['hostvars']
+    for h in lab.hosts:
+        assert hostvars[h]['p2p_lab_image'] == lab.image(h)
+        assert hostvars[h]['ansible_python_interpreter'] == '/usr/bin/python3'
+        assert hostvars[h]['ansible_host'] == lab.ip(h)
+    rc, status, out = ansible(lab.inventory, 'all', '-m', 'ping')
+    assert rc == 0 and status == {h: 'SUCCESS' for h in lab.hosts}, out
+    r = _ssh(lab, 'h01', '. /etc/os-release; echo $VERSION_CODENAME; cat /proc/self/mounts | cut -d" " -f2,3')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split('\n')[0] == 'trixie'
+    mounts = dict(line.split() for line in r.stdout.strip().split('\n')[1:])
+    assert mounts['/'] == 'overlay' and mounts['/tmp'] == 'tmpfs' and mounts['/proc'] == 'proc', mounts
+
+
+def test_image_roots_are_private(image_lab):
+    lab = image_lab
+    marker = 'lab-test-%s' % uuid.uuid4().hex[:8]
+    with open(lab.host_dir('h01') + '/opt/' + marker, 'w') as f:
+        f.write('h01')
+    try:
+        assert lab.exec('h01', ['cat', '/opt/' + marker]).stdout == 'h01'
+        assert _ssh(lab, 'h01', 'cat /opt/' + marker).stdout == 'h01'
+        for other in ('seed', 'h02'):
+            assert lab.exec(other, ['test', '-e', '/opt/' + marker]).returncode == 1
+        assert not os.path.exists('/opt/' + marker)
+        # ...and the other way round: what a host writes lands in its own root only.
+        assert lab.exec('h02', ['sh', '-c', 'echo h02 > /srv/' + marker]).returncode == 0
+        with open(lab.host_dir('h02') + '/srv/' + marker) as f:
+            assert f.read() == 'h02\n'
+        assert not os.path.exists(lab.host_dir('h01') + '/srv/' + marker)
+        assert not os.path.exists('/srv/' + marker)
+        # The shared image under the overlays is never written.
+        image = p2p_lab.lab_images.Image('bookworm', lab.cache_dir)
+        assert not os.path.exists(image.root + '/srv/' + marker)
+    finally:
+        for path in (lab.host_dir('h01') + '/opt/' + marker, lab.host_dir('h02') + '/srv/' + marker):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def test_apt_installs_libtorrent_from_the_lab_repo(image_lab):
+    lab = image_lab
+    for h in ('h01', 'h02'):
+        release = lab.image(h)
+        sources = lab.exec(h, ['cat', '/etc/apt/sources.list']).stdout
+        assert lab.apt_source(release) in sources and 'deb.debian.org' not in sources
+        r = lab.exec(h, ['sh', '-c', 'DEBIAN_FRONTEND=noninteractive apt-get update -q && '
+                         'DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-libtorrent'], timeout=300)
+        assert r.returncode == 0, (h, r.stdout[-2000:], r.stderr[-2000:])
+        assert re.search(r'Get:\d+ %s \./ ' % re.escape(lab.apt_url(release).rstrip('/')), r.stdout), r.stdout
+        r = lab.exec(h, ['python3', '-c', 'import libtorrent; print(libtorrent.__version__)'])
+        assert r.returncode == 0 and r.stdout.startswith('2.0.'), (h, r.stdout, r.stderr)
+        print('%s (%s): python3-libtorrent %s' % (h, release, r.stdout.strip()))
+
+
+def test_index_serves_wheels_for_every_cpython(image_lab):
+    lab = image_lab
+    with urllib.request.urlopen(lab.index_url, timeout=10) as r:
+        assert 'href="libtorrent/"' in r.read().decode()
+    with urllib.request.urlopen(lab.index_url + 'libtorrent/', timeout=10) as r:
+        page = r.read().decode()
+    links = dict(re.findall(r'href="([^"#]+\.whl)#sha256=([0-9a-f]{64})"', page))
+    for cp in CPYTHONS:
+        assert any('-%s-%s-' % (cp, cp) in link and 'manylinux' in link for link in links), (cp, page)
+    for h in ('seed', 'h01'):
+        cp = 'cp' + PYTHON[lab.image(h)].replace('.', '')
+        link = [link for link in links if '-%s-%s-' % (cp, cp) in link][0]
+        url = urllib.parse.urljoin(lab.index_url + 'libtorrent/', link)
+        r = lab.exec(h, ['python3', '-c', FETCH, url, '/tmp/lt.whl'])
+        assert r.returncode == 0, (h, r.stderr)
+        assert r.stdout.split() == ['200', links[link]], (h, r.stdout)
+        r = lab.exec(h, ['python3', '-m', 'zipfile', '-l', '/tmp/lt.whl'])
+        assert r.returncode == 0 and 'libtorrent' in r.stdout, (h, r.stderr)
+
+
+def test_image_lab_down_leaves_nothing(image_lab):
+    """Last of the image tests: down ends sshds, package server, mounts."""
+    lab = image_lab
+    # Something detached on a host, an ssh master on the controller, a mount inside a host.
+    assert lab.exec('h01', ['setsid', '-f', 'sleep', '600'],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    rc, status, out = ansible(lab.inventory, 'all', '-m', 'command', '-a', 'true')
+    assert rc == 0, out
+    server = lab.describe()['packages']['pid']
+    assert server and p2p_lab.package_server_pids(lab.workdir) == [server]
+    sshds = [lab.sshd_pid(h) for h in lab.hosts]
+    assert all(sshds)
+    assert p2p_lab.mounts_under(lab.workdir) == sorted(lab.host_dir(h) for h in lab.hosts)
+    inodes = {_netns_inode('/run/netns/' + lab.namespace(h)) for h in lab.hosts}
+
+    lab.down()
+
+    assert lab.leftovers() == []
+    assert p2p_lab.mounts_under(lab.workdir) == []
+    assert p2p_lab.package_server_pids(lab.workdir) == []
+    assert not [p for p in [server] + sshds if _alive(p)]
+    assert _pids_in(inodes) == []
+    assert p2p_lab.chrooted_pids(lab.workdir) == []
+    assert not os.path.exists(os.path.join(lab.workdir, 'hosts'))
+    with pytest.raises(OSError):
+        urllib.request.urlopen(lab.index_url, timeout=2)
+    # The image cache stays for the next lab.
+    assert os.path.isdir(p2p_lab.lab_images.Image('trixie', lab.cache_dir).root)
+
+
+def test_ipv6_lab():
+    if os.geteuid() != 0:
+        pytest.skip('the lab needs root (network namespaces, veths, tc, mounts)')
+    lab = p2p_lab.Lab(1, **IPV6_LAB)
+    try:
+        lab.up()
+        assert ':' in lab.address('h01') and lab.address('h01') == lab.ip6('h01')
+        inv = json.loads(subprocess.run([ANSIBLE + '-inventory', '-i', lab.inventory, '--list'],
+                                        capture_output=True, text=True, timeout=60).stdout)
+        assert inv['_meta']['hostvars']['h01']['ansible_host'] == lab.ip6('h01')
+        assert inv['_meta']['hostvars']['h01']['p2p_tracker_address'] == lab.ip6('seed')
+        rc, status, out = ansible(lab.inventory, 'all', '-m', 'ping')
+        assert rc == 0 and status == {'seed': 'SUCCESS', 'h01': 'SUCCESS'}, out
+        r = _ssh(lab, 'h01', 'echo $SSH_CONNECTION')
+        assert r.returncode == 0 and r.stdout.split()[0] == lab.controller_ip6, (r.stdout, r.stderr)
+        assert lab.index_url.startswith('http://[%s]:' % lab.controller_ip6)
+        r = lab.exec('h01', ['python3', '-c', FETCH, lab.index_url + 'libtorrent/'])
+        assert r.returncode == 0 and r.stdout.startswith('200 '), r.stderr
+        r = lab.exec('h01', ['apt-get', 'update'])
+        assert r.returncode == 0 and '[%s]' % lab.controller_ip6 in r.stdout, (r.stdout, r.stderr)
+        # ControlPersist masters to the v6 addresses are found (in /proc/net/tcp6)...
+        assert p2p_lab.controller_ssh_pids(lab.subnet)
+        lab.down()
+        # ...and ended by down.
+        assert p2p_lab.controller_ssh_pids(lab.subnet) == []
+        assert lab.leftovers() == []
+    finally:
+        lab.down(purge=True)
