@@ -605,7 +605,8 @@ def life(pool, args, server, info_hash, peers_n):
     peers = list(range(peers_n))
     rng = random.Random(peers_n)
     rng.shuffle(peers)
-    row = {'tracker': server.name, 'key': server.key, 'peers': peers_n}
+    row = {'tracker': server.name, 'key': server.key, 'peers': peers_n,
+           'loadavg_before': [round(x, 2) for x in os.getloadavg()]}
     cpu = [server.cpu_seconds()]
 
     def tracker_cpu(phase):
@@ -661,6 +662,7 @@ def life(pool, args, server, info_hash, peers_n):
               'within 3 s %d' % (server.name, b['refused'], b['reset'], b['visible'], b['visible_p50_s'],
                                  b['visible_p99_s'], b['visible_max_s'], b['visible_within_3s']), flush=True)
     row['rss_mb'], row['peak_rss_mb'] = server.memory_mb()
+    row['loadavg_after'] = [round(x, 2) for x in os.getloadavg()]
     print('  %-24s RSS %s MB (peak %s MB)' % (server.name, row['rss_mb'], row['peak_rss_mb']), flush=True)
     return row
 
@@ -784,6 +786,8 @@ def render(results):
              'malformed and %d slow clients during saturation and the fixed rate. 127.0.0.1 only.' % (
                  m['date'], m['cpus'], m['python'], m['opentracker_version'], m['load_before'],
                  m.get('load_after', '?'), m['procs'], CONCURRENCY, MALFORMED_EVERY, SLOW_CLIENTS), '',
+             'Load average (1 min) before each tracker\'s part: %s.' % ', '.join(
+                 '%s %d: %s' % (r['key'], r['peers'], r['loadavg_before'][0]) for r in rows if 'loadavg_before' in r), '',
              '| tracker | peers | start wave/s | saturation announces/s | tracker CPU ms/announce | p50 / p99 ms '
              'at 2000/s | steady (interval told) p99 ms | burst: refused / reset | burst: visible in status.json '
              '(p99 / max s) | RSS MB (peak) | generator cores (saturation) |',
