@@ -786,8 +786,9 @@ def render(results):
              'malformed and %d slow clients during saturation and the fixed rate. 127.0.0.1 only.' % (
                  m['date'], m['cpus'], m['python'], m['opentracker_version'], m['load_before'],
                  m.get('load_after', '?'), m['procs'], CONCURRENCY, MALFORMED_EVERY, SLOW_CLIENTS), '',
-             'Load average (1 min) before each tracker\'s part: %s.' % ', '.join(
-                 '%s %d: %s' % (r['key'], r['peers'], r['loadavg_before'][0]) for r in rows if 'loadavg_before' in r), '',
+             'Load average (1 min) before each tracker\'s part: %s.' % (', '.join(
+                 '%s %d: %s' % (r['key'], r['peers'], r['loadavg_before'][0]) for r in rows if 'loadavg_before' in r)
+                 or 'not recorded'), '',
              '| tracker | peers | start wave/s | saturation announces/s | tracker CPU ms/announce | p50 / p99 ms '
              'at 2000/s | steady (interval told) p99 ms | burst: refused / reset | burst: visible in status.json '
              '(p99 / max s) | RSS MB (peak) | generator cores (saturation) |',
