@@ -12,6 +12,10 @@ for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge
     command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# Debian's own libtorrent (2.0.8 on Debian 12) under the system python: the
+# tests check that it and the 2.1 wheel make the same torrents, and the lab's
+# shared-/usr hosts then run the distribution's libtorrent as many fleets do.
+/usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need_apt+=(python3-libtorrent)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
