@@ -42,6 +42,7 @@ ARGUMENT_SPEC = dict(
     size=dict(type='int'),
     stale_grace=dict(type='float', default=60.0),
     announce_grace=dict(type='float', default=120.0),
+    tracker_lost_after=dict(type='float', default=60.0),
 )
 
 
@@ -277,7 +278,7 @@ def build_result(snap, hosts, elapsed, status_url, info_hash, timed_out, last_er
 
 def wait_for_swarm(fetch, status_url, info_hash, hosts, timeout=3600.0, poll=1.0, progress_every=2.0,
                    size=None, stale_grace=60.0, announce_grace=0, emit=None, clock=time.monotonic,
-                   sleep=time.sleep):
+                   sleep=time.sleep, tracker_lost_after=0):
     """Poll fetch() until every host is complete or stopped, or timeout.
 
     fetch returns a status.json document or raises TrackerUnreachable.
@@ -296,6 +297,7 @@ def wait_for_swarm(fetch, status_url, info_hash, hosts, timeout=3600.0, poll=1.0
     meter = RateMeter()
     next_progress = start + progress_every
     timed_out = False
+    lost_since = None        # start of the current run of failed polls
     while True:
         now = clock()
         try:
@@ -305,8 +307,15 @@ def wait_for_swarm(fetch, status_url, info_hash, hosts, timeout=3600.0, poll=1.0
                 raise TrackerUnreachable('unexpected answer (not a p2p tracker status)')
         except TrackerUnreachable as exc:
             last_error = str(exc)
+            lost_since = now if lost_since is None else lost_since
+            if tracker_lost_after and now - lost_since >= tracker_lost_after:
+                # A tracker that is gone will not tell us more: end now, say so.
+                last_error = '%s (for %d s, giving up)' % (last_error, now - lost_since)
+                timed_out = True
+                break
         else:
             last_error = None
+            lost_since = None
             if wait_start is None:
                 wait_start = status['time'] - (now - start)
             snap = evaluate(status, info_hash, hosts, size, wait_start, stale_grace, announce_grace)
@@ -389,7 +398,7 @@ class ActionModule(ActionBase):
         outcome = wait_for_swarm(fetch, url, args['info_hash'], hosts, timeout=timeout, poll=args['poll'],
                                  progress_every=args['progress_every'], size=args['size'],
                                  stale_grace=args['stale_grace'], announce_grace=args['announce_grace'],
-                                 emit=display.display)
+                                 emit=display.display, tracker_lost_after=args['tracker_lost_after'])
         summary = summary_line(outcome)
         if summary:
             display.display(summary)

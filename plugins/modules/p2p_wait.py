@@ -84,6 +84,13 @@ options:
         passes that plus 30 s. V(0) waits for such a host until O(timeout).
     type: float
     default: 120
+  tracker_lost_after:
+    description:
+      - Seconds the tracker may stay unreachable (refused, timed out, not a tracker's answer)
+        before the wait gives up, naming the tracker and the hosts that finished, instead of
+        running into O(timeout). The clock restarts at every answer. V(0) waits until O(timeout).
+    type: float
+    default: 60
 notes:
   - Peers that have not announced for 3 x the tracker interval + 5 seconds show as
     C(expired); they are waited for (they may come back) and named on timeout.

@@ -276,6 +276,31 @@ def test_unreachable_at_first_then_fine():
     assert not result.get('failed') and result['complete_hosts'] == ['h1']
 
 
+def test_a_tracker_gone_mid_run_ends_the_wait_within_its_grace_naming_it():
+    fake = FakeTime()
+    timeline = [(0, make_status([peer('h1', 500), peer('h2', 1000)])),
+                (3, make_status([peer('h1', 0, completed_at=102.0), peer('h2', 600)])),
+                (5, pw.TrackerUnreachable('connection refused'))]
+    result, _lines = run_wait(fake, timeline, ['h1', 'h2'], timeout=1800, tracker_lost_after=60)
+    assert 65 <= fake.now < 67, fake.now        # 60 s after the last answer, not 1800
+    assert result['failed'] is True
+    assert result['msg'].startswith('swarm rel.tgz: tracker %s unreachable: connection refused (for 60 s, giving up)'
+                                     % URL), result['msg']
+    assert result['complete_hosts'] == ['h1'] and result['incomplete_hosts'] == ['h2']
+    assert 'h2' in result['msg'].split('giving up')[1]
+
+
+def test_answers_in_between_restart_the_trackers_grace():
+    fake = FakeTime()
+    timeline = [(0, make_status([peer('h1', 500)]))]
+    for second in range(5, 200, 50):         # down 45 s, up once, down again...
+        timeline += [(second, pw.TrackerUnreachable('timed out')), (second + 45, make_status([peer('h1', 500)]))]
+    timeline.append((250, make_status([peer('h1', 0, completed_at=300.0)])))
+    result, _lines = run_wait(fake, timeline, ['h1'], timeout=1800, tracker_lost_after=60)
+    assert not result.get('failed'), result
+    assert 250 <= fake.now < 252
+
+
 def test_unregistered_torrent_is_reported():
     fake = FakeTime()
     result, _lines = run_wait(fake, [(0, {'time': 1.0, 'torrents': {}})], ['h1'], timeout=3)
