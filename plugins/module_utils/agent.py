@@ -398,8 +398,15 @@ class Agent(object):
         if self.job['ssl']:
             # This host's certificate, signed by the CA in the torrent; peers
             # without one from that CA fail the TLS handshake both ways.
-            with open(self.job['ssl_cert']) as cert, open(self.job['ssl_key']) as key:
-                self.handle.set_ssl_certificate_buffer(cert.read(), key.read(), FFDHE2048_PEM)
+            if hasattr(self.handle, 'set_ssl_certificate_buffer'):   # libtorrent >= 2.1's binding
+                with open(self.job['ssl_cert']) as cert, open(self.job['ssl_key']) as key:
+                    self.handle.set_ssl_certificate_buffer(cert.read(), key.read(), FFDHE2048_PEM)
+            else:
+                # 2.0.x's binding takes file paths only, the DH parameters too.
+                dh_params = os.path.join(self.job['job_dir'], 'dhparams.pem')
+                with open(dh_params, 'w') as handle:
+                    handle.write(FFDHE2048_PEM)
+                self.handle.set_ssl_certificate(self.job['ssl_cert'], self.job['ssl_key'], dh_params)
 
     # -- events ---------------------------------------------------------
     def on_alert(self, alert):

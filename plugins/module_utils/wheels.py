@@ -11,7 +11,8 @@ is a virtual environment (PEP 405). This file does exactly that, picks the
 wheel that matches the host's interpreter and machine, and reads a PEP 503
 package index with the standard library.
 
-Standard library only: it runs on the managed host before anything is installed.
+It runs on the managed host before anything is installed: the standard
+library and Ansible's module_utils only.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -30,7 +31,8 @@ import zipfile
 
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin
-from urllib.request import Request, urlopen
+
+from ansible.module_utils.urls import open_url
 
 PROJECT = 'libtorrent'
 MIN_VERSION = '2.0.5'
@@ -142,9 +144,11 @@ class _Links(HTMLParser):
 
 
 def _fetch(url, limit):
-    request = Request(url, headers={'Accept': 'text/html', 'User-Agent': 'p2p.swarm'})
-    with urlopen(request, timeout=INDEX_TIMEOUT) as response:  # nosec: the operator's index
+    response = open_url(url, headers={'Accept': 'text/html'}, http_agent='p2p.swarm', timeout=INDEX_TIMEOUT)
+    try:
         data = response.read(limit + 1)
+    finally:
+        response.close()
     if len(data) > limit:
         raise WheelError('%s is larger than %d bytes' % (url, limit))
     return data

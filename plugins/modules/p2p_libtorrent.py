@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: p2p_libtorrent
 short_description: Find an interpreter that imports libtorrent, or install libtorrent from a wheel
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Looks for an interpreter on the host that imports libtorrent 2.0.5 or later, trying
     O(python), the interpreter of O(venv), the interpreter running this module and

@@ -284,8 +284,8 @@ def test_a_tracker_gone_mid_run_ends_the_wait_within_its_grace_naming_it():
     result, _lines = run_wait(fake, timeline, ['h1', 'h2'], timeout=1800, tracker_lost_after=60)
     assert 65 <= fake.now < 67, fake.now        # 60 s after the last answer, not 1800
     assert result['failed'] is True
-    assert result['msg'].startswith('swarm rel.tgz: tracker %s unreachable: connection refused (for 60 s, giving up)'
-                                     % URL), result['msg']
+    expected = 'swarm rel.tgz: tracker %s unreachable: connection refused (for 60 s, giving up)' % URL
+    assert result['msg'].startswith(expected), result['msg']
     assert result['complete_hosts'] == ['h1'] and result['incomplete_hosts'] == ['h2']
     assert 'h2' in result['msg'].split('giving up')[1]
 

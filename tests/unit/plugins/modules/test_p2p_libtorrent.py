@@ -77,7 +77,7 @@ def test_a_too_old_libtorrent_is_named_with_its_version(tmp_path):
 def test_a_wheel_installs_without_pip_into_a_venv_that_ignores_the_system(tmp_path, wheel):
     venv = tmp_path / 'venv'
     rc, result = run_module('p2p_libtorrent', tmp_path, state='present', venv=str(venv), wheel=wheel,
-                               min_version='99.0')[:2]
+                            min_version='99.0')[:2]
     # Installed and importable; only the impossible minimum fails it.
     assert rc == 1 and 'older than 99.0' in result['msg'] and result['source'] == wheel, result
     python = str(venv / 'bin' / 'python')
@@ -90,7 +90,7 @@ def test_a_wheel_installs_without_pip_into_a_venv_that_ignores_the_system(tmp_pa
 
 def test_check_mode_installs_nothing(tmp_path, wheel):
     rc, result = run_module('p2p_libtorrent', tmp_path, check_mode=True, state='present',
-                               venv=str(tmp_path / 'venv'), wheel=wheel, min_version='99.0')[:2]
+                            venv=str(tmp_path / 'venv'), wheel=wheel, min_version='99.0')[:2]
     assert rc == 0 and result['changed'] and result['msg'] == 'would install libtorrent from %s' % wheel
     assert not (tmp_path / 'venv').exists()
 
@@ -99,7 +99,7 @@ def test_the_index_wheel_is_downloaded_checked_and_installed(tmp_path, index):
     url, _root = index
     venv = tmp_path / 'venv'
     rc, result = run_module('p2p_libtorrent', tmp_path, state='present', venv=str(venv), index_url=url,
-                               min_version='99.0')[:2]
+                            min_version='99.0')[:2]
     assert rc == 1 and result['source'].startswith(url) and 'older than 99.0' in result['msg'], result
     assert imported_version(str(venv / 'bin' / 'python')) == imported_version(sys.executable)
 
@@ -140,7 +140,7 @@ def test_a_system_libtorrent_is_reached_through_a_thin_venv(tmp_path):
         pytest.fail('the test venv must be built on /usr/bin/python3 (scripts/setup.sh does)')
     venv = tmp_path / 'venv'
     rc, result = run_module('p2p_libtorrent', tmp_path, state='present', venv=str(venv), python=[system],
-                               link_venv=True)[:2]
+                            link_venv=True)[:2]
     assert rc == 0 and result['changed'] and result['python'] == str(venv / 'bin' / 'python'), result
     assert imported_version(result['python']) == imported_version(system) == result['version']
     again = run_module('p2p_libtorrent', tmp_path, state='present', venv=str(venv), python=[system], link_venv=True)[1]

@@ -72,9 +72,10 @@ def ssl_torrent(tmp_path, content, tracker, pki):
     return result['dest']
 
 
-def start_seed(tmp_path, state_dir, torrent, path, creds, ip=SEED_IP, name='seed'):
+def start_seed(tmp_path, state_dir, torrent, path, creds, ip=SEED_IP, name='seed', **extra):
     args = dict(torrent=torrent, dest=str(path), state='seeding', state_dir=state_dir,
                 listen_address=ip, peer_name=name, **creds)
+    args.update(extra)
     rc, result = run(tmp_path, **args)
     assert rc == 0 and result['status'] == 'seeding' and result['ssl'] is True, result
     return result
@@ -139,11 +140,22 @@ def test_agent_listens_for_tls_only_on_ssl_torrents():
 
 # ------------------------------------------------------------- transfers
 
-def test_hosts_with_the_runs_certificates_swarm_over_tls(tmp_path, state_dir, content, tracker, pki):
+# Agents on Debian's libtorrent 2.0.8 (/usr/bin/python3, from scripts/setup.sh)
+# and on the 2.1 wheel (this venv) take part in one TLS swarm either way round:
+# 2.0's binding sets the certificate from files, 2.1's from memory.
+SYSTEM_PYTHON = '/usr/bin/python3'
+
+
+@pytest.mark.parametrize('seed_python,peer_python', [(None, None), (SYSTEM_PYTHON, None), (None, SYSTEM_PYTHON)],
+                         ids=['wheel-wheel', 'debian-seed', 'debian-peer'])
+def test_hosts_with_the_runs_certificates_swarm_over_tls(tmp_path, state_dir, content, tracker, pki,
+                                                         seed_python, peer_python):
     torrent = ssl_torrent(tmp_path, content, tracker, pki)
-    start_seed(tmp_path, state_dir, torrent, content, pki.creds('seed'))
+    start_seed(tmp_path, state_dir, torrent, content, pki.creds('seed'),
+               **({'python': seed_python} if seed_python else {}))
     dest = tmp_path / 'got.bin'
-    rc, result = fetch(tmp_path, state_dir, torrent, dest, pki.creds('peer'), run_id='ok')
+    rc, result = fetch(tmp_path, state_dir, torrent, dest, pki.creds('peer'), run_id='ok',
+                       **({'python': peer_python} if peer_python else {}))
     assert rc == 0 and result['changed'] and result['ssl'] is True, result
     assert dest.read_bytes() == content.read_bytes()
     job = jobs.Job(state_dir, result['info_hash'], str(dest))
