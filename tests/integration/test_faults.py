@@ -511,7 +511,8 @@ def interrupt_mid_swarm(lab, env, payload, dest, sig, workdir):
                             'the killed playbook\'s workers to be gone')
         else:
             play.signal_group(sig)
-            play.proc.wait(timeout=60)
+            # Ansible ends its running tasks' workers first; on 2 loaded cores that took over 60 s once.
+            play.proc.wait(timeout=180)
     finally:
         if play.proc.poll() is None:
             play.kill_all()
