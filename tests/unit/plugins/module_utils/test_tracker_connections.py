@@ -4,17 +4,16 @@ idle timeouts, and a completion burst (loopback only, bounded in time)."""
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from urllib.parse import quote_from_bytes
 
 import pytest
 
-from ansible_collections.p2p.swarm.plugins.module_utils import daemon, tracker
+from ansible_collections.p2p.swarm.plugins.module_utils import tracker
+
+from tracker_process import tracker_process
 
 HASH = bytes(range(20))
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -179,32 +178,8 @@ def test_backlog_and_limit_leave_room_for_a_burst():
 @pytest.fixture
 def tracker_script(state):
     """The tracker run as p2p_tracker runs it: the script, a process of its own."""
-    script = os.path.join(state, 'tracker.py')
-    for name, module in tracker.script_files():   # the script and the files it imports
-        daemon.install_script(module, os.path.join(state, name))
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    proc = subprocess.Popen([sys.executable, '-I', script, '--bind', '127.0.0.1', '--port', str(port),
-                             '--state-dir', state], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(('127.0.0.1', port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.05)
+    with tracker_process(state) as (_proc, port):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 async def _get(port, path):

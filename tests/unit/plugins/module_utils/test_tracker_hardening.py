@@ -19,6 +19,8 @@ import pytest
 
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon, tracker
 
+from tracker_process import tracker_process as running_tracker
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 COLLECTIONS = os.path.join(ROOT, '.collections')
 HASH = bytes(range(20))
@@ -220,30 +222,9 @@ def rss_kib(pid):
 
 
 @pytest.fixture
-def tracker_process(tmp_path, state):
-    port = free_port()
-    script = os.path.join(state, 'tracker.py')
-    for name, module in tracker.script_files():   # the script and the files it imports
-        daemon.install_script(module, os.path.join(state, name))
-    proc = subprocess.Popen([sys.executable, '-I', script, '--bind', '127.0.0.1', '--port', str(port),
-                             '--state-dir', state], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                get('http://127.0.0.1:%d/status.json' % port, timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.05)
+def tracker_process(state):
+    with running_tracker(state) as (proc, port):
         yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.mark.slow
