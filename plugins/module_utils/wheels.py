@@ -34,8 +34,9 @@ from urllib.parse import urldefrag, urljoin
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.p2p.swarm.plugins.module_utils.versions import version_tuple
+
 PROJECT = 'libtorrent'
-MIN_VERSION = '2.0.5'
 INDEX_TIMEOUT = 30          # seconds per index request
 MAX_WHEEL_BYTES = 256 << 20
 
@@ -49,21 +50,6 @@ _WHEEL_RE = re.compile(
 
 class WheelError(Exception):
     """A one-line reason why libtorrent cannot be installed this way."""
-
-
-def version_tuple(text):
-    """'2.0.11.0' -> (2, 0, 11, 0); non-numeric parts end the tuple."""
-    parts = []
-    for part in str(text).split('.'):
-        digits = re.match(r'\d+', part)
-        if not digits:
-            break
-        parts.append(int(digits.group(0)))
-    return tuple(parts)
-
-
-def too_old(version, minimum=MIN_VERSION):
-    return version_tuple(version)[:3] < version_tuple(minimum)[:3]
 
 
 def host_python():

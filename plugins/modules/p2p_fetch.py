@@ -342,7 +342,7 @@ from ansible_collections.p2p.swarm.plugins.module_utils import daemon
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.module_utils import verify
-from ansible_collections.p2p.swarm.plugins.module_utils import wheels
+from ansible_collections.p2p.swarm.plugins.module_utils import versions
 
 try:
     import libtorrent as lt
@@ -755,9 +755,9 @@ def main():
         # interpreter that has it, rather than to fail the host.
         module.fail_json(msg=missing_required_lib('libtorrent') + ' (interpreter: %s)' % sys.executable,
                          exception=str(LIBTORRENT_IMPORT_ERROR), libtorrent_missing=True)
-    if wheels.too_old(lt.__version__):
+    if versions.too_old(lt.__version__):
         module.fail_json(msg='libtorrent %s under %s is too old: %s or later is needed'
-                         % (lt.__version__, sys.executable, wheels.MIN_VERSION), libtorrent_missing=True)
+                         % (lt.__version__, sys.executable, versions.MIN_VERSION), libtorrent_missing=True)
     if (module.check_mode and module.params['state'] == 'seeding' and not module.params['torrent_content']
             and not os.path.isfile(module.params['torrent'])):
         # A first --check: the seeder never made the torrent, so nothing can be read from it.

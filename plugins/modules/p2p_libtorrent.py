@@ -141,6 +141,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.p2p.swarm.plugins.module_utils import versions
 from ansible_collections.p2p.swarm.plugins.module_utils import wheels
 
 
@@ -158,7 +159,7 @@ def find(module):
     old = {}
     for python in candidates(module):
         version = wheels.probe(python)
-        if version and wheels.too_old(version, module.params['min_version']):
+        if version and versions.too_old(version, module.params['min_version']):
             old[python] = version
         elif version:
             return python, version, old
@@ -224,7 +225,7 @@ def main():
             index_url=dict(type='str', default=''),
             wheels=dict(type='list', elements='str', default=[]),
             link_venv=dict(type='bool', default=False),
-            min_version=dict(type='str', default=wheels.MIN_VERSION),
+            min_version=dict(type='str', default=versions.MIN_VERSION),
         ),
         supports_check_mode=True,
     )
@@ -246,7 +247,7 @@ def main():
         module.exit_json(msg='would install libtorrent from %s' % result['source'], **result)
     python = wheels.venv_python(module.params['venv'])
     version = wheels.probe(python)
-    if not version or wheels.too_old(version, module.params['min_version']):
+    if not version or versions.too_old(version, module.params['min_version']):
         module.fail_json(msg='libtorrent installed from %s into %s but %s' % (
             result['source'], module.params['venv'],
             'it is %s, older than %s' % (version, module.params['min_version']) if version

@@ -19,7 +19,7 @@ import pytest
 
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon, tracker
 
-from tracker_process import tracker_process as running_tracker
+from tracker_process import free_port, tracker_process as running_tracker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 COLLECTIONS = os.path.join(ROOT, '.collections')
@@ -27,14 +27,6 @@ HASH = bytes(range(20))
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 MAX_REQUESTS = 4000          # the bound is 10 000
 TIME_BUDGET = 60.0
-
-
-def free_port(ip='127.0.0.1'):
-    sock = socket.socket()
-    sock.bind((ip, 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def announce_query(info_hash=HASH, peer_id=b'-GD0001-000000000000', port=6881, left=100, **extra):

@@ -2,6 +2,7 @@
 controller's wheel directory and for a package index."""
 import pytest
 
+from ansible_collections.p2p.swarm.plugins.module_utils import versions
 from ansible_collections.p2p.swarm.plugins.module_utils import wheels
 
 BOOKWORM = {'tag': 'cp311', 'version': '3.11.2', 'machine': 'x86_64', 'glibc': '2.36'}
@@ -33,8 +34,8 @@ def test_no_wheel_when_glibc_machine_or_python_do_not_fit(host):
 def test_versions_compare_as_numbers_not_text():
     names = ['libtorrent-2.0.9-cp311-cp311-linux_x86_64.whl', 'libtorrent-2.0.11-cp311-cp311-linux_x86_64.whl']
     assert wheels.pick_wheel(names, BOOKWORM) == names[1]
-    assert wheels.too_old('2.0.4.0') and not wheels.too_old('2.0.5.0') and not wheels.too_old('2.1.1')
-    assert wheels.too_old('1.2.19.0')
+    assert versions.too_old('2.0.4.0') and not versions.too_old('2.0.5.0') and not versions.too_old('2.1.1')
+    assert versions.too_old('1.2.19.0')
 
 
 def test_abi3_wheels_fit_newer_pythons_only():
