@@ -511,6 +511,10 @@ def test_torrent_content_is_written_once_and_never_in_check_mode(tmp_path, state
     assert rc == 0 and result['changed'], result.get('msg', result)
     assert kept.read_bytes() == open(torrent, 'rb').read() and dest.read_bytes() == content.read_bytes()
     mtime = kept.stat().st_mtime_ns
+    # A later run: the first run's agent (linger 0) has exited by then. Were it
+    # still winding down, the new call would wait for it and report its download.
+    job = jobs.Job(state_dir, result['info_hash'], str(dest))
+    wait_until(lambda: job.running_pid() is None, 10, 'the first run\'s agent to exit')
     rc, result, dummy = run(tmp_path, **dict(args, run_id='tc-again'))
     assert rc == 0 and not result['changed'] and kept.stat().st_mtime_ns == mtime, result
     assert_failed(run(tmp_path, **dict(args, torrent_content='not base64!')), 'torrent_content is not base64')
