@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import faulthandler
 import ipaddress
 import json
 import os
@@ -36,7 +37,7 @@ try:
 except ImportError:  # the module reports a missing libtorrent before starting us
     lt = None
 
-TICK = 0.5  # seconds between status updates and alert polls
+TICK = 0.25  # seconds between status updates and alert polls
 SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
 STRIPE_EVERY = 0.2  # seconds between piece-priority updates while striping
 STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before striping gives up
@@ -45,6 +46,13 @@ STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before s
 # waits for them until no new one has joined for this long.
 STRIPE_JOIN_QUIET = 10.0
 PART_FILE_GRACE = 10.0  # seconds a finished download may wait for libtorrent to create its file
+PEER_RETRY = 5.0  # seconds between attempts to reach the listed peers not connected yet
+# The tracker starts after the agents (with the seed): until it first answers,
+# ask every this many seconds, not at libtorrent's growing back-off.
+TRACKER_RETRY = 1.0
+# A placed agent ends once the tracker has failed every announce for this
+# long: the run is over and has stopped it (one failure is no proof).
+TRACKER_GONE_AFTER = 5.0
 # The seeding agent's peer-id prefix, so download agents can tell the
 # original seeder from peers that finished (see StripePicker).
 SEED_FINGERPRINT = '-PS0001-'
@@ -89,10 +97,12 @@ def reserve_space(path, size):
     return created
 
 
-def free_port(low=20000, high=60000, tries=50):
+def free_port(low=20000, high=60000, tries=50, preferred=0):
     """A TCP port free on IPv4 and IPv6 alike: with port 0 libtorrent would
-    pick one per family, but the tracker learns only one port per peer."""
-    for port in random.sample(range(low, high + 1), tries):
+    pick one per family, but the tracker learns only one port per peer.
+    `preferred` is tried first: the port other hosts were told to try."""
+    candidates = random.sample(range(low, high + 1), tries)
+    for port in ([preferred] if preferred else []) + candidates:
         try:
             for family, address in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
                 if family == socket.AF_INET6 and not socket.has_ipv6:
@@ -109,12 +119,47 @@ def free_port(low=20000, high=60000, tries=50):
     return 0
 
 
-def listen_interfaces(address, port):
+def listen_interfaces(address, port, preferred=0):
     """libtorrent's listen_interfaces: both families unless one address is given."""
     if address and address not in ('0.0.0.0', '::'):
         return '%s:%d' % ('[%s]' % address if ':' in address else address, port)
-    port = port or free_port()
+    port = port or free_port(preferred=preferred)
     return '0.0.0.0:%d,[::]:%d' % (port, port)
+
+
+def peer_endpoints(entries):
+    """[(ip, port)] from 'address:port' / '[v6]:port' / 'name:port' strings.
+
+    The peers the module was given from the inventory: the agent connects
+    to them itself, so the swarm forms even where the tracker is slow or
+    out of reach. Entries that do not parse or resolve are skipped.
+    """
+    found = []
+    for entry in entries or []:
+        host, _sep, port = str(entry).rpartition(':')
+        host = host.strip('[]')
+        try:
+            port = int(port)
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except (ValueError, socket.error, UnicodeError):
+            continue
+        address = infos[0][4][0].split('%', 1)[0]
+        if (address, port) not in found:
+            found.append((address, port))
+    return found
+
+
+def with_outcome(url, outcome, error=None):
+    """The announce URL that carries this agent's verdict to the tracker."""
+    if not url.startswith(('http://', 'https://')):
+        return url
+    parts = urlsplit(url)
+    fields = {'p2p_outcome': outcome}
+    if error:
+        fields['p2p_error'] = error[:300]
+    extra = urlencode(fields)
+    query = parts.query + '&' + extra if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def session_settings(job):
@@ -125,7 +170,8 @@ def session_settings(job):
     announce interval, few unchoke slots, and uTP, which costs about twice the
     CPU of TCP on a LAN. Everything here stays inside the swarm.
     """
-    listen = listen_interfaces(job.get('listen_address'), int(job.get('listen_port') or 0))
+    listen = listen_interfaces(job.get('listen_address'), int(job.get('listen_port') or 0),
+                               int(job.get('preferred_port') or 0))
     if job.get('ssl'):
         # An SSL torrent talks to its peers over TLS only, on an SSL listen
         # socket (the 's' suffix); libtorrent announces that port for it.
@@ -147,6 +193,10 @@ def session_settings(job):
         'stop_tracker_timeout': 2,
         'tracker_completion_timeout': 10,
         'tracker_receive_timeout': 5,
+        # A listed peer refuses until its agent starts (the seed joins last):
+        # try it again within seconds, and never drop it from the list.
+        'min_reconnect_time': 2,
+        'max_failcount': 1000,
         'connections_limit': 400,
         'unchoke_slots_limit': 64,
         'active_downloads': -1,
@@ -342,6 +392,9 @@ class Agent(object):
         self.swarm_done_since = None
         self.announced_ok = False
         self.last_tracker_error = None
+        self.last_reply_at = None     # when the tracker last answered
+        self.failing_since = None     # first failed announce since its last answer
+        self.last_peer_at = None      # last tick with at least one peer connected
         self.stop_requested = False
         self.status = {
             'pid': os.getpid(), 'run_id': job.get('run_id'), 'state': 'starting',
@@ -355,6 +408,10 @@ class Agent(object):
         self.new_part = None          # the part file this run created, while it holds no data
         self.seeder_shut_out = False
         self.open_filter = None       # the ip filter from before the seeder was shut out
+        self.reannounced_at = 0.0
+        self.listed_peers = []        # (ip, port) from the inventory, see peer_endpoints()
+        self.peers_tried_at = 0.0
+        self.trackers = []            # announce URLs as given to libtorrent
 
     # -- set-up ---------------------------------------------------------
     def start(self):
@@ -380,8 +437,8 @@ class Agent(object):
             # A file just created holds no piece: nothing to check.
             params.flags |= lt.torrent_flags.no_verify_files
             self.new_part = os.path.join(params.save_path, name)
-        params.trackers = [tracker_url_for(t.url, self.job.get('peer_name'))
-                           for t in ti.trackers()]
+        self.trackers = [tracker_url_for(t.url, self.job.get('peer_name')) for t in ti.trackers()]
+        params.trackers = list(self.trackers)
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused
         params.flags |= lt.torrent_flags.override_trackers
@@ -407,6 +464,39 @@ class Agent(object):
                 with open(dh_params, 'w') as handle:
                     handle.write(FFDHE2048_PEM)
                 self.handle.set_ssl_certificate(self.job['ssl_cert'], self.job['ssl_key'], dh_params)
+        self.listed_peers = peer_endpoints(self.job.get('peers'))
+        self.connect_listed_peers()
+
+    def connect_listed_peers(self):
+        """Reach out to the listed peers we hold no connection to. libtorrent
+        ignores a peer it is connected to already; a refused attempt (agent not
+        started yet) is tried again on a later tick while data is missing."""
+        if not self.listed_peers or self.handle is None:
+            return
+        self.peers_tried_at = time.time()
+        connected = set((peer.ip[0], peer.ip[1]) for peer in self.handle.get_peer_info())
+        for endpoint in self.listed_peers:
+            if endpoint not in connected:
+                self.handle.connect_peer(endpoint)
+
+    def ask_tracker_until_it_answers(self):
+        now = time.time()
+        if (not self.announced_ok and self.trackers and now - self.reannounced_at >= TRACKER_RETRY
+                and now - self.started < float(self.job.get('tracker_grace') or 60)):
+            self.reannounced_at = now
+            self.handle.force_reannounce()
+
+    def report_outcome(self, outcome, error=None):
+        """Carry the verdict in every later announce (the next one is sent
+        now; a failing agent's 'stopped' at exit carries it too)."""
+        if self.handle is None or not self.trackers:
+            return
+        try:
+            self.handle.replace_trackers([lt.announce_entry(with_outcome(url, outcome, error))
+                                         for url in self.trackers])
+            self.handle.force_reannounce()
+        except (RuntimeError, TypeError, AttributeError) as exc:  # the verdict still reaches the module
+            self.status['outcome_report_error'] = str(exc)
 
     # -- events ---------------------------------------------------------
     def on_alert(self, alert):
@@ -418,6 +508,7 @@ class Agent(object):
             self.placed_at = time.time()
             self.status.update(placed=True, placed_at=self.placed_at)
             self.write_placed_stamp()
+            self.report_outcome('placed')
         elif isinstance(alert, lt.hash_failed_alert):
             # Corrupt data never reaches dest: the piece is dropped and fetched again.
             self.status['hash_failures'] = self.status.get('hash_failures', 0) + 1
@@ -428,12 +519,16 @@ class Agent(object):
                 banned.append(alert.ip[0])
         elif isinstance(alert, lt.tracker_reply_alert):
             self.announced_ok = True
+            self.last_reply_at = time.time()
+            self.failing_since = None
         elif isinstance(alert, lt.tracker_error_alert):
             url = alert.tracker_url().split('?', 1)[0]
             # The tracker's own words ("unregistered torrent") say more than
             # libtorrent's generic "tracker sent a failure message".
             reason = alert.failure_reason() or alert.error.message()
             self.last_tracker_error = '%s: %s' % (url, reason)
+            if 'abort' not in reason.lower():   # replace_trackers() aborts the announce in flight
+                self.failing_since = self.failing_since or time.time()
 
     def place(self):
         """Give the complete, hash-checked data its final name and attributes."""
@@ -472,6 +567,7 @@ class Agent(object):
         if self.status['state'] == 'failed':
             return
         self.status.update(state='failed', error=message)
+        self.report_outcome('failed', message)
         if fatal_storage and self.handle is not None and not self.seed:
             # Nothing half-written stays behind after a storage error (disk
             # full, I/O error): drop the torrent and its hidden partial file.
@@ -498,15 +594,20 @@ class Agent(object):
             uploaded=st.all_time_upload, download_rate=st.download_payload_rate,
             upload_rate=st.upload_payload_rate, peers=st.num_peers, seeds=st.num_seeds,
             swarm_incomplete=st.num_incomplete, swarm_complete=st.num_complete,
-            tracker_error=self.last_tracker_error)
+            tracker_error=self.last_tracker_error, tracker_ok=self.announced_ok)
+        if st.num_peers > 0:
+            self.last_peer_at = time.time()
         if st.errc.value():
             self.fail(st.errc.message(), fatal_storage=True)
             return
+        self.ask_tracker_until_it_answers()
         if st.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
             self.status['state'] = 'checking'
         elif not st.is_seeding:
             self.status['state'] = 'downloading'
             self.steer_stripes(st)
+            if time.time() - self.peers_tried_at >= PEER_RETRY:
+                self.connect_listed_peers()
         elif self.seed or self.status['placed']:
             self.status['state'] = 'seeding'
         elif self.status['state'] != 'finishing':
@@ -572,35 +673,46 @@ class Agent(object):
             return 'failed'
         if now - self.started > float(self.job.get('lifetime') or 7200):
             if not (self.seed or self.status['placed']):
-                self.status.update(state='failed', error='timed out after %d s at %.1f%%' % (
-                    now - self.started, 100 * self.status['progress']))
+                self.fail('timed out after %d s at %.1f%%' % (now - self.started, 100 * self.status['progress']))
             return 'lifetime over'
         grace = float(self.job.get('tracker_grace') or 60)
-        if (not self.announced_ok and not self.status.get('peers') and state != 'seeding'
-                and now - self.started > grace):
-            self.status.update(state='failed', error='tracker unreachable for %d s: %s' % (
-                grace, self.last_tracker_error or 'no answer'))
+        # Alone: no answer from the tracker ever, and no peer (listed or not) for `grace` seconds.
+        if (not self.announced_ok and state != 'seeding'
+                and now - (self.last_peer_at or self.started) > grace):
+            self.fail('tracker unreachable and no peer for %d s: %s' % (grace, self.last_tracker_error or 'no answer'))
             return 'failed'
         if state == 'seeding' and not self.seed:
             if self.swarm_done_since and now - self.swarm_done_since >= SWARM_DONE_HOLD:
                 return 'swarm complete'
+            if self.tracker_gone_since(self.placed_at):
+                # The run stops its tracker once every host is done.
+                return 'tracker stopped'
             if self.placed_at and now - self.placed_at > float(self.job.get('linger') or 0):
                 return 'linger time over'
         return None
+
+    def tracker_gone_since(self, moment):
+        """The tracker answered once, and has failed every announce for
+        TRACKER_GONE_AFTER seconds, starting after `moment`."""
+        return (moment is not None and self.announced_ok and self.failing_since is not None
+                and self.failing_since > moment and time.time() - self.failing_since >= TRACKER_GONE_AFTER)
 
     def write_status(self):
         self.status['updated_at'] = time.time()
         write_json_atomic(self.job['status_path'], self.status)
 
     def wait(self):
-        """Sleep until the next tick, waking early for any alert (download
-        finished, file renamed) so a host places its file without delay."""
+        """Sleep until the next tick.
+
+        Not session.wait_for_alert(): its Python binding wraps the alert it
+        returns, and in libtorrent 2.0.x (Debian 12's 2.0.8) that alert can be
+        freed by the network thread meanwhile: agents died of SIGSEGV in the
+        binding's dynamic_cast at random (a core dump showed where), about one
+        agent in a few hundred.
+        Polling costs at most one tick of delay before a host places its file.
+        """
         striping = self.picker is not None and self.picker.active and self.status['state'] == 'downloading'
-        period = STRIPE_EVERY if striping else TICK
-        if self.session is not None:
-            self.session.wait_for_alert(int(period * 1000))
-        else:
-            time.sleep(period)
+        time.sleep(STRIPE_EVERY if striping else TICK)
 
     def run(self):
         def request_stop(signum, frame):
@@ -646,6 +758,9 @@ def main(argv):
         sys.stderr.write('libtorrent is not importable by %s\n' % sys.executable)
         return 2
     os.umask(0o077)  # partial data is nobody else's business until placed
+    # A crash inside libtorrent leaves no Python traceback; this puts the
+    # fatal signal and the Python stack into the log the module quotes.
+    faulthandler.enable()
     # libtorrent's deprecation notices would crowd the log tail that error messages quote.
     warnings.simplefilter('ignore', DeprecationWarning)
     return Agent(job).run()

@@ -117,9 +117,16 @@ class Job(object):
     def log_tail(self, lines=5):
         try:
             with open(self.log_path) as handle:
-                tail = handle.read().strip().splitlines()[-lines:]
+                text = handle.read().strip().splitlines()
         except (IOError, OSError):
             return 'no agent log'
+        tail = text[-lines:]
+        # A crash (faulthandler's dump): the signal and the innermost frame say
+        # more than the outermost frames at the end of the dump.
+        fatal = [i for i, line in enumerate(text) if line.startswith('Fatal Python error')]
+        if fatal:
+            frames = [line.strip() for line in text[fatal[-1]:] if line.strip().startswith('File ')]
+            tail = [text[fatal[-1]]] + frames[:2]
         return ' | '.join(tail) or 'agent log is empty'
 
     def start(self, agent_module, job, python):

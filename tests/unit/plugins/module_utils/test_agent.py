@@ -55,3 +55,34 @@ def test_tracker_url_gets_the_host_name():
 
 def test_part_file_is_hidden_beside_dest():
     assert agent.part_name('/srv/app/pkg.tar.gz') == '.pkg.tar.gz.p2p-part'
+
+
+def test_preferred_port_is_taken_when_free_else_another():
+    import socket
+    port = agent.free_port()
+    assert agent.free_port(preferred=port) == port
+    with socket.socket() as busy:
+        busy.bind(('0.0.0.0', port))
+        busy.listen(1)
+        other = agent.free_port(preferred=port)
+    assert other and other != port
+    assert agent.listen_interfaces('0.0.0.0', 0, preferred=port) == '0.0.0.0:%d,[::]:%d' % (port, port)
+    # An explicit listen_port is never traded for another.
+    assert agent.listen_interfaces('0.0.0.0', 7001, preferred=port) == '0.0.0.0:7001,[::]:7001'
+
+
+def test_listed_peers_parse_and_resolve():
+    found = agent.peer_endpoints(['10.0.0.5:6881', '[fd00::5]:6881', 'localhost:7000', '10.0.0.5:6881',
+                                  'no-port', 'bad:port:x'])
+    assert found[:2] == [('10.0.0.5', 6881), ('fd00::5', 6881)]
+    assert found[2][1] == 7000 and found[2][0] in ('127.0.0.1', '::1')
+    assert len(found) == 3     # duplicates and unparsable entries left out
+
+
+def test_the_outcome_rides_on_the_announce_url():
+    url = agent.with_outcome('http://t:6969/announce?p2p_host=web1', 'failed', 'disk full ' + 'x' * 400)
+    query = parse_qs(urlsplit(url).query)
+    assert query['p2p_host'] == ['web1'] and query['p2p_outcome'] == ['failed']
+    assert query['p2p_error'][0].startswith('disk full') and len(query['p2p_error'][0]) == 300
+    assert parse_qs(urlsplit(agent.with_outcome('http://t/announce', 'placed')).query) == {'p2p_outcome': ['placed']}
+    assert agent.with_outcome('udp://t:6969', 'placed') == 'udp://t:6969'
