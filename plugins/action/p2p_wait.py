@@ -31,6 +31,14 @@ RATE_WINDOW = 5.0          # seconds of samples behind the aggregate rate
 SLOWEST_SHOWN = 2
 NEVER = 'never announced'
 LOST_AFTER = 30.0         # seconds without an announce after which an expired host is gone
+# An agent announces p2p_outcome=placed right after it has put the verified
+# file in place; a host complete for this long without it counts as done
+# anyway (unconfirmed: its outcome then comes from the host itself).
+PLACED_GRACE = 10.0
+# Once every other host has finished, hosts the tracker never heard of are
+# not waited for beyond this: they may be downloading from their listed
+# peers without the tracker, and the peer role asks them directly.
+NEVER_QUIET = 15.0
 
 ARGUMENT_SPEC = dict(
     status_url=dict(type='str', required=True),
@@ -110,8 +118,8 @@ def host_view(peer, size, wait_start, now, stale_grace, announce_grace=0):
     """
     if peer is None:
         final = bool(announce_grace) and now - wait_start >= announce_grace
-        return {'state': NEVER, 'percent': 0.0, 'done': False, 'final': final,
-                'completed_at': None, 'download_seconds': None, 'done_bytes': 0}
+        return {'state': NEVER, 'percent': 0.0, 'done': False, 'final': final, 'outcome': None,
+                'error': None, 'completed_at': None, 'download_seconds': None, 'done_bytes': 0}
     left = max(0, int(peer.get('left') or 0))
     tracker_state = peer.get('state') or 'downloading'
     view = {
@@ -119,11 +127,21 @@ def host_view(peer, size, wait_start, now, stale_grace, announce_grace=0):
         'done_bytes': peer_done_bytes(peer, size),
         'completed_at': None,
         'download_seconds': None,
+        'outcome': peer.get('outcome'),
+        'error': peer.get('error'),
     }
+    if peer.get('outcome') == 'failed':
+        view.update(state='failed', done=False, final=True)
+        return view
     if left == 0:
         completed = peer.get('completed_at')
         if completed is None:
             completed = peer.get('last_seen') or now
+        if peer.get('outcome') != 'placed' and now - completed < PLACED_GRACE \
+                and (peer.get('last_seen') or 0) >= wait_start:
+            # Verified, being put in place: its confirmation is a moment away.
+            view.update(state='placing', done=False, final=False)
+            return view
         view.update(state='complete', done=True, final=True,
                     completed_at=round(max(0.0, completed - wait_start), 3))
         if peer.get('first_seen') is not None:
@@ -165,10 +183,17 @@ def evaluate(status, info_hash, hosts, size=None, wait_start=None, stale_grace=6
             snap['never'].append(host)
         if view['done']:
             snap['complete'].append(host)
-        elif view['state'] in ('stopped', 'lost', NEVER) and view['final']:
+        elif view['state'] in ('stopped', 'lost', 'failed', NEVER) and view['final']:
             snap['stopped'].append(host)
         else:
             snap['pending'].append(host)
+    silent = [h for h in snap['pending'] if snap['hosts'][h]['state'] == NEVER]
+    if silent and len(silent) == len(snap['pending']) and announce_grace \
+            and now - wait_start >= min(announce_grace, NEVER_QUIET):
+        for host in silent:
+            snap['hosts'][host]['final'] = True
+            snap['stopped'].append(host)
+        snap['pending'] = []
     snap['finished'] = not snap['pending']
     snap['done_bytes'] = sum(v['done_bytes'] for v in snap['hosts'].values())
     if hosts:
@@ -222,6 +247,8 @@ def describe(host, view):
         return '%s (never announced)' % host
     if view['state'] in ('downloading',):
         return '%s (%.0f%%)' % (host, view['percent'])
+    if view['state'] == 'failed':
+        return '%s (%.0f%%, failed: %s)' % (host, view['percent'], view.get('error') or 'no reason given')
     return '%s (%.0f%%, %s)' % (host, view['percent'], view['state'])
 
 
@@ -252,7 +279,8 @@ def build_result(snap, hosts, elapsed, status_url, info_hash, timed_out, last_er
     per_host = {}
     for host, view in snap['hosts'].items():
         per_host[host] = {'state': view['state'], 'percent': view['percent'],
-                          'completed_at': view['completed_at'], 'download_seconds': view['download_seconds']}
+                          'completed_at': view['completed_at'], 'download_seconds': view['download_seconds'],
+                          'outcome': view['outcome'], 'error': view['error']}
     result.update(
         name=snap['name'], complete_hosts=list(snap['complete']), incomplete_hosts=list(snap['pending']),
         stopped_hosts=list(snap['stopped']), never_announced=list(snap['never']), per_host=per_host,

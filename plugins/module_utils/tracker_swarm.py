@@ -39,6 +39,7 @@ MAX_NUMWANT = 200
 MAX_INT = 2 ** 63 - 1
 MAX_PARAMS = 256           # query parameters per request (scrape may repeat info_hash)
 MAX_HOSTNAME = 255
+MAX_OUTCOME = 300  # characters of an agent's error kept per peer
 MAX_PEERS_PER_TORRENT = 20000
 # Above this many peer records an announce is answered from a random sample
 # and counts at most COUNTS_EVERY seconds old, so it costs O(numwant), not
@@ -200,7 +201,25 @@ def parse_announce(query, client_ip):
         if len(host) > MAX_HOSTNAME or any(ord(c) < 32 or ord(c) == 127 for c in host):
             raise BadRequest('invalid p2p_host')
     req['host'] = host or None
+    req['outcome'] = parse_outcome(params)
     return req
+
+
+def parse_outcome(params):
+    """The agent's verdict, carried in its announces once it has one:
+    p2p_outcome=placed (verified and in place) or p2p_outcome=failed with
+    p2p_error=<reason>. The controller reads it from status.json, so an
+    outcome needs no SSH round to the host."""
+    outcome = _single(params, 'p2p_outcome', required=False)
+    if outcome is None:
+        return None
+    if outcome == b'placed':
+        return ('placed', None)
+    if outcome != b'failed':
+        raise BadRequest('invalid p2p_outcome')
+    error = _single(params, 'p2p_error', required=False) or b''
+    error = error.decode('utf-8', 'replace')[:MAX_OUTCOME]
+    return ('failed', ''.join(c if ord(c) >= 32 and ord(c) != 127 else ' ' for c in error))
 
 
 def parse_scrape(query):
@@ -252,7 +271,8 @@ def parse_registrations(data):
 
 class Peer:
     __slots__ = ('peer_id', 'host', 'ip', 'port', 'left', 'uploaded', 'downloaded',
-                 'state', 'first_seen', 'last_seen', 'completed_at', 'compact', 'slot', 'fragment')
+                 'state', 'first_seen', 'last_seen', 'completed_at', 'compact', 'slot', 'fragment',
+                 'outcome')
 
     def __init__(self, now):
         self.peer_id = b''
@@ -269,6 +289,7 @@ class Peer:
         self.compact = b''    # pack_peer(ip, port), kept with them
         self.slot = -1        # index in Torrent.order
         self.fragment = None  # (state, its status.json text): rebuilt after a change
+        self.outcome = None   # ('placed' | 'failed', error) once the agent reported one
 
 
 class Torrent:
@@ -444,6 +465,7 @@ class Swarm:
                 # A new session of a known host: its timings start over.
                 peer.first_seen = now
                 peer.completed_at = None
+                peer.outcome = None
             else:
                 previous_left = peer.left
             peer.peer_id = req['peer_id']
@@ -457,6 +479,8 @@ class Swarm:
             peer.downloaded = req['downloaded']
             peer.last_seen = now
             peer.fragment = None
+            if req.get('outcome') is not None:
+                peer.outcome = req['outcome']
             if req['event'] == 'stopped':
                 peer.state = 'stopped'
             else:
@@ -657,6 +681,8 @@ class Swarm:
             'first_seen': peer.first_seen,
             'last_seen': peer.last_seen,
             'completed_at': peer.completed_at,
+            'outcome': peer.outcome[0] if peer.outcome else None,
+            'error': peer.outcome[1] if peer.outcome else None,
         }
 
     def metrics(self):

@@ -221,6 +221,7 @@ MALFORMED = {
     'bad ip': announce_query(ip='not.an.ip'),
     'control chars in p2p_host': announce_query(p2p_host='a%0Ab'),
     'non-utf8 p2p_host': announce_query(p2p_host='%ff%fe'),
+    'unknown p2p_outcome': announce_query(p2p_outcome='maybe'),
     'empty query': '',
 }
 
@@ -309,6 +310,25 @@ def test_stopped_peer_leaves_peer_lists_but_stays_in_status(srv):
     peers = {p['host']: p for p in status_of(srv)['torrents'][V1.hex()]['peers']}
     assert peers['h1']['state'] == 'stopped' and peers['h1']['left'] == 40
     assert peers['h2']['state'] == 'downloading'
+
+
+def test_agents_report_their_outcome_in_announces(srv):
+    announce(srv, peer_id=peer_id(1), port=7001, p2p_host='h1', event='started')
+    announce(srv, peer_id=peer_id(2), port=7002, p2p_host='h2', event='started')
+    announce(srv, peer_id=peer_id(3), port=7003, p2p_host='h3', event='started')
+    announce(srv, peer_id=peer_id(1), port=7001, p2p_host='h1', left=0, p2p_outcome='placed')
+    # A long error with a control character: cut and cleaned, never refused.
+    announce(srv, peer_id=peer_id(2), port=7002, p2p_host='h2', event='stopped', left=40,
+             p2p_outcome='failed', p2p_error='disk%20full%0A' + 'x' * 500)
+    peers = {p['host']: p for p in status_of(srv)['torrents'][V1.hex()]['peers']}
+    assert (peers['h1']['outcome'], peers['h1']['error']) == ('placed', None)
+    assert peers['h2']['outcome'] == 'failed'
+    assert peers['h2']['error'].startswith('disk full x') and len(peers['h2']['error']) == 300
+    assert (peers['h3']['outcome'], peers['h3']['error']) == (None, None)
+    # A new session of the failed host (a rerun) starts without a verdict.
+    announce(srv, peer_id=peer_id(2), port=7002, p2p_host='h2', event='started')
+    peers = {p['host']: p for p in status_of(srv)['torrents'][V1.hex()]['peers']}
+    assert peers['h2']['outcome'] is None
 
 
 def test_expired_peers_are_dropped_until_they_come_back(srv, clock):
@@ -458,7 +478,8 @@ def test_status_json_shape(srv, clock):
     assert torrent['peers'] == [{
         'host': 'web01', 'ip': '127.0.0.1', 'port': 7001, 'peer_id': peer_id(1).hex(),
         'left': 250, 'uploaded': 5, 'downloaded': 750, 'state': 'downloading',
-        'first_seen': clock.now, 'last_seen': clock.now, 'completed_at': None}]
+        'first_seen': clock.now, 'last_seen': clock.now, 'completed_at': None,
+        'outcome': None, 'error': None}]
 
 
 METRIC_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? '
