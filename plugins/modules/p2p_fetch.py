@@ -64,7 +64,8 @@ options:
   dest:
     description:
       - Path of the file to create or check. Its directory must exist (it is
-        not created).
+        not created), unless it lies inside O(state_dir): the peer role keeps
+        archives to unpack there.
       - With O(state=seeding), the complete file to seed.
       - Required, with O(torrent), unless O(state=stopped).
     type: path
@@ -139,9 +140,27 @@ options:
     type: int
     default: 0
   listen_port:
-    description: TCP port the agent accepts peers on; V(0) lets the system pick a free one.
+    description: TCP port the agent accepts peers on; V(0) picks one (O(preferred_port) if it is free).
     type: int
     default: 0
+  preferred_port:
+    description:
+      - With O(listen_port=0), the port to listen on when it is free, else a free one.
+        Other hosts are told to try it (O(peers)), so their agents can reach this
+        one without the tracker. V(0) for none.
+    type: int
+    default: 0
+  peers:
+    description:
+      - Peers the agent connects to by itself, as C(address:port) (C([v6]:port) for
+        IPv6; names are resolved on the managed host), besides those the tracker
+        names. The swarm then forms, and completes, even where the tracker is slow
+        or unreachable from this host. Addresses that refuse are tried again every
+        few seconds while data is missing.
+      - The peer role passes the seeder and a random subset of the other hosts.
+    type: list
+    elements: str
+    default: []
   listen_address:
     description: Address the agent listens on. V(0.0.0.0) and V(::) listen on every address of both families.
     type: str
@@ -455,7 +474,11 @@ def check_dest(module, dest):
     parent = os.path.dirname(dest) or '.'
     if os.path.isdir(dest):
         module.fail_json(msg='dest %s is a directory; give the full path of the file' % dest)
-    if not os.path.isdir(parent):
+    state_dir = os.path.abspath(module.params['state_dir'])
+    if not os.path.isdir(parent) and parent.startswith(state_dir + os.sep) and not module.check_mode:
+        # Our own cache (archives to unpack): made here, saving the role a round.
+        os.makedirs(parent, 0o755)
+    if not os.path.isdir(parent) and not (module.check_mode and parent.startswith(state_dir + os.sep)):
         module.fail_json(msg='directory %s for dest does not exist' % parent)
 
 
@@ -536,6 +559,7 @@ class Fetch(object):
             'lifetime': p['lifetime'], 'linger': p['linger'], 'tracker_grace': p['tracker_grace'],
             'upload_rate': p['upload_rate_limit'], 'download_rate': p['download_rate_limit'],
             'listen_port': p['listen_port'], 'listen_address': p['listen_address'],
+            'preferred_port': p['preferred_port'], 'peers': p['peers'],
             'allowed_peers': allowed_networks(self.module, p['allowed_peers']),
             'stripe_index': p['stripe_index'], 'stripe_count': 0 if seed else p['stripe_count'],
             'ssl_cert': p['ssl_cert'] and os.path.abspath(p['ssl_cert']),
@@ -660,7 +684,11 @@ class Fetch(object):
             result['agent_stopped'] = True
         if status.get('placed') and verify.stamp_matches(self.job.stamp_path, self.dest):
             changed = self.apply_attributes(True)
-            self.exit(changed, msg='downloaded and verified', **result)
+            msg = 'downloaded and verified'
+            if status.get('tracker_ok') is False:
+                # It found its peers from the list it was given (p2p_fetch peers).
+                msg += ' with no tracker (never reached it: %s)' % (status.get('tracker_error') or 'no answer')
+            self.exit(changed, msg=msg, **result)
         error = status.get('error') or 'agent %s before completing' % status.get('state', 'exited')
         self.fail(error, **result)
 
@@ -733,6 +761,8 @@ def main():
             upload_rate_limit=dict(type='int', default=0),
             download_rate_limit=dict(type='int', default=0),
             listen_port=dict(type='int', default=0),
+            preferred_port=dict(type='int', default=0),
+            peers=dict(type='list', elements='str', default=[]),
             listen_address=dict(type='str', default='0.0.0.0'),
             state_dir=dict(type='path', default='/var/lib/p2p-swarm'),
             python=dict(type='path'),
