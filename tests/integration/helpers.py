@@ -235,6 +235,18 @@ def _netns_inode(pid):
     return (st.st_dev, st.st_ino)
 
 
+def swarm_ended(lab, within=30.0):
+    """What is still running `within` seconds from now, [] as soon as nothing
+    is. A run leaves its download agents to end by themselves: once the
+    tracker is stopped they notice at their next announce (seconds)."""
+    deadline = time.time() + within
+    while True:
+        left = swarm_processes(lab)
+        if not left or time.time() >= deadline:
+            return left
+        time.sleep(0.5)
+
+
 def swarm_processes(lab, controller=True):
     """Agents or trackers the collection started, on any lab host or on the
     controller (whose network namespace is ours; controller=False leaves it

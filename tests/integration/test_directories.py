@@ -18,7 +18,7 @@ import tarfile
 
 import pytest
 
-from helpers import WHEEL_DIR, describe, peers, run_playbook, swarm_processes
+from helpers import WHEEL_DIR, describe, peers, run_playbook, swarm_ended, swarm_processes
 
 pytestmark = pytest.mark.lab
 
@@ -108,7 +108,7 @@ def test_directory_reaches_every_host_with_its_modes(lab, env, tree):
         # The swarm moved one tar into the host's cache, not into dest.
         cached = lab.exec(host, ['ls', '/var/lib/p2p-swarm/cache']).stdout.split()
         assert cached == ['app-tree.tar'], (host, cached)
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_second_run_changes_nothing(lab, env, tree):
@@ -118,7 +118,7 @@ def test_second_run_changes_nothing(lab, env, tree):
     for host in peers(lab):
         assert proc.recap[host]['changed'] == 0 and proc.recap[host]['failed'] == 0, describe(proc)
         assert lab.exec(host, ['stat', '-c', '%i', DEST]).stdout == inode[host], host
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_changed_file_replaces_the_tree(lab, env, tree):
@@ -154,7 +154,7 @@ def test_tar_gz_with_unpack(lab, env):
     assert again.returncode == 0, describe(again)
     for host in peers(lab):
         assert again.recap[host]['changed'] == 0, describe(again)
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_unsafe_archive_fails_each_host_and_keeps_dest(lab, env):
@@ -174,7 +174,7 @@ def test_unsafe_archive_fails_each_host_and_keeps_dest(lab, env):
         assert host_listing(lab, host, '/srv/guarded') == {'keep': 'f 644 %s' % hashlib.sha256(b'old\n').hexdigest()}
         assert lab.exec(host, ['test', '-e', '/srv/evil']).returncode != 0, host
         assert hidden_leftovers(lab, host, '/srv') == [], host
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_plain_file_still_goes_to_dest(lab, env):

@@ -4,12 +4,13 @@ Ten hosts (P2P_LAB_HOSTS), every link shaped, forks smaller than the host
 count, the collection built and installed with ansible-galaxy, libtorrent
 installed on each host from a wheel pushed by the peer role.
 """
+import re
 import socket
 
 import pytest
 
 from helpers import (WHEEL_DIR, agent_statuses, describe, host_sha256, hosts_that_ran, peers, run_playbook,
-                     swarm_processes, write_payload)
+                     swarm_ended, swarm_processes, write_payload)
 
 pytestmark = pytest.mark.lab
 
@@ -61,7 +62,7 @@ def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
     # Pieces came from the peers, not only from the seed.
     assert sum(s['uploaded'] for s in statuses) > SIZE, [s['uploaded'] for s in statuses]
     assert 'hosts done' in proc.stdout
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_second_run_changes_nothing_and_moves_no_bytes(lab, env, payload):
@@ -75,11 +76,12 @@ def test_second_run_changes_nothing_and_moves_no_bytes(lab, env, payload):
         assert lab.exec(host, ['stat', '-c', '%i %Y', DEST]).stdout == inode[host]
         # ssh and module transfer only: far less than the 20 MiB file.
         assert rx_bytes(lab, host) - before[host] < SIZE // 10, host
-    # libtorrent is where the first run put it: the need check ran there at
-    # once, no host ran the interpreter probe (one round per host fewer).
-    assert hosts_that_ran(proc.stdout, 'Find out whether this host needs the file') == set(peers(lab)), describe(proc)
-    assert hosts_that_ran(proc.stdout, 'Look for a python that imports libtorrent') == set(), describe(proc)
-    assert swarm_processes(lab) == []
+    # libtorrent is where the first run put it: the start ran there at once,
+    # no peer ran the interpreter probe (one round per host fewer).
+    assert hosts_that_ran(proc.stdout, 'Get the file, or start its download') == set(peers(lab)), describe(proc)
+    assert hosts_that_ran(proc.stdout, 'Look for a python that imports libtorrent') & set(peers(lab)) == set(), \
+        describe(proc)
+    assert swarm_ended(lab) == []
 
 
 def test_check_mode_reports_who_would_change_and_moves_no_bytes(lab, env, payload):
@@ -96,7 +98,7 @@ def test_check_mode_reports_who_would_change_and_moves_no_bytes(lab, env, payloa
     # --diff: each host's file before (absent) and the torrent's SHA-256 after.
     assert proc.stdout.count('path: %s (absent)' % dest) >= len(peers(lab)), describe(proc)
     assert 'sha256: %s' % digest in proc.stdout, describe(proc)
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_missing_file_is_named_with_the_seeder_host(lab, env, payload):
@@ -107,18 +109,56 @@ def test_missing_file_is_named_with_the_seeder_host(lab, env, payload):
         assert lab.exec(host, ['test', '-e', '/srv/other.bin']).returncode != 0
 
 
-def test_unreachable_tracker_fails_each_host_and_leaves_no_file(lab, env, payload):
-    path, _ = payload
+def test_unreachable_tracker_the_hosts_still_get_the_file_from_their_listed_peers(lab, env, payload):
+    path, digest = payload
     # The seed host's address, a port nothing listens on: refused at once, all on the lab.
     proc = run_playbook(lab, env, FORKS, common_vars(
         path, dest='/srv/unreachable.bin', p2p_tracker_url='http://%s:9/announce' % lab.ip('seed'),
-        p2p_tracker_grace=8, p2p_timeout=60))
-    assert proc.returncode != 0
+        p2p_tracker_grace=8, p2p_timeout=120))
+    assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
-        assert proc.recap[host]['failed'] == 1, describe(proc)
-        assert lab.exec(host, ['test', '-e', '/srv/unreachable.bin']).returncode != 0
-    assert 'tracker unreachable' in proc.stdout, describe(proc)
-    assert swarm_processes(lab) == []
+        assert proc.recap[host]['changed'] >= 1, describe(proc)
+        assert host_sha256(lab, host, '/srv/unreachable.bin') == digest, host
+    # Each outcome came from the host itself, which says how it got there.
+    named = re.search(r'no tracker: (.*) got the file from the peers they were given', proc.stdout)
+    assert named and set(named.group(1).split(', ')) == set(peers(lab)), describe(proc)
+    assert swarm_ended(lab) == []
+
+
+def test_hosts_cut_off_from_the_tracker_still_verify_and_are_named(lab, env, payload):
+    """Two hosts cannot reach the tracker's port (their own link drops those
+    packets): they get the file from the peers they were given, and the play
+    names them "no tracker"; the others report through the tracker. (An
+    `ip rule ... dport 6969 prohibit` in the host did not stop libtorrent's
+    announces in this lab, though it stops a plain connect(); tc does.)"""
+    path, digest = payload
+    dest = '/srv/blocked.bin'
+    blocked = peers(lab)[:2]
+    # Packets to the tracker's port go to a class whose queue holds none.
+    drop = [['tc', 'class', 'add', 'dev', 'eth0', 'parent', '1:', 'classid', '1:99', 'htb', 'rate', '8kbit'],
+            ['tc', 'qdisc', 'add', 'dev', 'eth0', 'parent', '1:99', 'handle', '99:', 'pfifo', 'limit', '0'],
+            ['tc', 'filter', 'add', 'dev', 'eth0', 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
+             'match', 'ip', 'dst', lab.ip('seed') + '/32', 'match', 'ip', 'dport', '6969', '0xffff', 'flowid', '1:99']]
+    undo = [['tc', 'filter', 'del', 'dev', 'eth0', 'parent', '1:', 'protocol', 'ip', 'prio', '1'],
+            ['tc', 'qdisc', 'del', 'dev', 'eth0', 'parent', '1:99', 'handle', '99:'],
+            ['tc', 'class', 'del', 'dev', 'eth0', 'classid', '1:99']]
+    for host in blocked:
+        for argv in drop:
+            assert lab.exec(host, argv).returncode == 0, argv
+    try:
+        proc = run_playbook(lab, env, FORKS, common_vars(path, dest=dest, p2p_tracker_grace=15))
+    finally:
+        for host in blocked:
+            for argv in undo:
+                lab.exec(host, argv)
+    assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert host_sha256(lab, host, dest) == digest, host
+    # The tracker never heard of them; the others' outcomes came from it.
+    assert all('%s (never announced)' % h in proc.stdout for h in blocked), describe(proc)
+    named = re.search(r'no tracker: (.*) got the file from the peers they were given', proc.stdout)
+    assert named and set(named.group(1).split(', ')) == set(blocked), describe(proc)
+    assert swarm_ended(lab) == []
 
 
 def test_host_that_cannot_write_dest_fails_alone(lab, env, payload):
@@ -139,7 +179,7 @@ def test_host_that_cannot_write_dest_fails_alone(lab, env, payload):
         if host != bad:
             assert proc.recap[host]['failed'] == 0, describe(proc)
             assert host_sha256(lab, host, '/srv/ro/payload.bin') == digest
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def free_port(address):
@@ -160,4 +200,4 @@ def test_controller_as_seeder(lab, env, payload):
         assert proc.recap[host]['failed'] == 0, describe(proc)
         assert host_sha256(lab, host, '/srv/from-controller.bin') == digest, host
     assert 'localhost' not in proc.recap or proc.recap['localhost']['failed'] == 0
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []

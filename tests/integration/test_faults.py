@@ -26,7 +26,7 @@ import urllib.request
 import pytest
 
 from helpers import (HOST_PYTHON, WHEEL_DIR, BackgroundPlaybook, agent_python, agent_statuses, describe,
-                     host_script, host_sha256, loaded_libtorrent, peers, run_playbook, stop_swarm, swarm_processes,
+                     host_script, host_sha256, loaded_libtorrent, peers, run_playbook, stop_swarm, swarm_ended, swarm_processes,
                      wait_for, write_payload)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -251,7 +251,7 @@ def chaos(lab, env, payload, tmp_path_factory):
 
     def stop_play(play):
         play.stop()
-        seen['left_running'] = swarm_processes(lab)     # what the play itself left (checked by a test)
+        seen['left_running'] = swarm_ended(lab)     # what the play itself left (checked by a test)
         stop_swarm(lab, env)
 
     with contextlib.ExitStack() as undo:     # undone last to first, also when a step fails
@@ -405,7 +405,7 @@ def test_rerun_completes_the_killed_hosts_from_their_partial_data(lab, env, payl
             # Complete already: no agent started there. (The recap counts the
             # run_once tracker and seed steps as changes on every host.)
             assert one_status(lab, host, DEST, since) == {}, host
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_rerun_with_only_another_mode_applies_it_without_a_swarm(lab, env, payload, chaos):
@@ -417,7 +417,7 @@ def test_rerun_with_only_another_mode_applies_it_without_a_swarm(lab, env, paylo
         assert proc.recap[host]['changed'] > 0 and proc.recap[host]['failed'] == 0, describe(proc)
         assert lab.exec(host, ['stat', '-c', '%a', DEST]).stdout.strip() == '600', host
     assert 'swarm faults.bin:' not in proc.stdout, describe(proc)     # no wait, no progress
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 # ------------------------------------------------------ seeder and tracker
@@ -443,7 +443,7 @@ def test_seeder_killed_after_a_full_copy_every_host_still_finishes(lab, env, pay
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert host_sha256(lab, host, dest) == payload[1], host
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 def test_tracker_restart_mid_swarm_every_host_finishes(lab, env, payload, tmp_path):
@@ -484,7 +484,7 @@ def test_tracker_restart_mid_swarm_every_host_finishes(lab, env, payload, tmp_pa
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert host_sha256(lab, host, dest) == payload[1], host
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
 
 
 # --------------------------------------------------- interrupted playbooks
@@ -539,7 +539,7 @@ def test_ctrl_c_then_the_cleanup_playbook_leaves_nothing_running(lab, env, paylo
     # the controller's own /var/lib/p2p-swarm, which other runs may own.
     proc = run_playbook(lab, env, FORKS, {'p2p_seeder_host': 'seed'}, playbook='p2p.swarm.cleanup', timeout=300)
     assert proc.returncode == 0, describe(proc)
-    assert swarm_processes(lab) == [], swarm_processes(lab)
+    assert swarm_ended(lab) == [], swarm_processes(lab)
     no_half_file(lab, dest, payload[1])
 
 
@@ -554,4 +554,4 @@ def test_killed_playbook_then_a_rerun_succeeds_and_cleans_up(lab, env, payload, 
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert host_sha256(lab, host, dest) == payload[1], host
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []

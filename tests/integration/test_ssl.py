@@ -11,7 +11,7 @@ import stat
 import libtorrent as lt
 import pytest
 
-from helpers import WHEEL_DIR, agent_statuses, describe, host_sha256, peers, run_playbook, \
+from helpers import WHEEL_DIR, agent_statuses, describe, host_sha256, peers, run_playbook, swarm_ended, \
     swarm_processes, write_payload
 
 pytestmark = pytest.mark.lab
@@ -52,11 +52,14 @@ def test_ssl_run_puts_a_verified_copy_on_every_host(lab, env, payload):
         # and the host's key beside it is private.
         # (the agent's job directory is <state_dir>/<info_hash>/<dest id>)
         info_hash = os.path.basename(os.path.dirname(statuses[-1]['job_dir']))
-        base = lab.host_dir(host) + '/var/lib/p2p-swarm/torrents/' + info_hash
-        assert lt.torrent_info(base + '.torrent').ssl_cert() == ca_pem, host
-        assert stat.S_IMODE(os.stat(base + '.key').st_mode) == 0o600, base
-        assert os.path.isfile(base + '.pem')
+        torrents = lab.host_dir(host) + '/var/lib/p2p-swarm/torrents/'
+        assert lt.torrent_info(torrents + info_hash + '.torrent').ssl_cert() == ca_pem, host
+        # The certificate and key are the run's (named after the run id, the
+        # last path element of the controller's run directory).
+        key = torrents + 'run-%s.key' % os.path.basename(run_dir)
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600, key
+        assert os.path.isfile(torrents + 'run-%s.pem' % os.path.basename(run_dir))
     # The seeder seeded over TLS too, with its own certificate.
     seed = agent_statuses(lab, 'seed', path)
     assert seed and all(s.get('ssl') is True for s in seed), seed
-    assert swarm_processes(lab) == []
+    assert swarm_ended(lab) == []
