@@ -421,7 +421,11 @@ class Agent(object):
         self.status['ssl'] = self.job['ssl']
         if self.job['ssl'] and not (self.job.get('ssl_cert') and self.job.get('ssl_key')):
             raise ValueError('the torrent is an SSL torrent and no ssl_cert/ssl_key was given')
-        self.session = lt.session(session_settings(self.job))
+        settings = session_settings(self.job)
+        # The port other hosts can reach us on (the seed is told it by the role).
+        port = settings['listen_interfaces'].split(',')[0].rsplit(':', 1)[1].rstrip('s')   # 's': TLS only
+        self.status['listen_port'] = int(port) or None
+        self.session = lt.session(settings)
         apply_rate_limits_to_lan(self.session)
         if self.job.get('allowed_peers'):
             allowed = list(self.job['allowed_peers'])

@@ -316,6 +316,11 @@ pid:
   description: Process id of the agent, when one runs.
   returned: when an agent runs
   type: int
+listen_port:
+  description: TCP port the agent accepts peers on (both address families).
+  returned: when an agent ran
+  type: int
+  sample: 6881
 downloaded:
   description: Payload bytes the agent downloaded.
   returned: when an agent ran
@@ -507,7 +512,7 @@ def numeric_mode(mode):
 
 
 def agent_result(status, pid=None):
-    keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error', 'hash_failures', 'banned_peers')
+    keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error', 'hash_failures', 'banned_peers', 'listen_port')
     result = dict((k, status[k]) for k in keys if status.get(k) is not None)
     result['status'] = status.get('state', 'absent')
     if pid is not None:
@@ -590,6 +595,13 @@ class Fetch(object):
         pid = self.job.running_pid()
         status = self.job.read_status()
         run_id = self.params['run_id']
+        if (pid is not None and status.get('placed') and status.get('run_id') != run_id
+                and not self.params['wait'] and self.dest_holds_content()):
+            # An earlier run's agent that placed this content and seeds on for a
+            # few seconds before it ends by itself: nothing to do for this run.
+            changed = self.apply_attributes(False)
+            self.exit(changed, status='complete', progress=1.0,
+                      msg='dest already holds the content (an earlier run\'s agent is still seeding it)')
         if pid is None and run_id and status.get('run_id') == run_id:
             if status.get('state') in FINISHED or status.get('placed'):
                 return self.report_finished(status)

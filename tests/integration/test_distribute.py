@@ -114,7 +114,7 @@ def test_unreachable_tracker_the_hosts_still_get_the_file_from_their_listed_peer
     # The seed host's address, a port nothing listens on: refused at once, all on the lab.
     proc = run_playbook(lab, env, FORKS, common_vars(
         path, dest='/srv/unreachable.bin', p2p_tracker_url='http://%s:9/announce' % lab.ip('seed'),
-        p2p_tracker_grace=8, p2p_timeout=120))
+        p2p_timeout=120))
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
         assert proc.recap[host]['changed'] >= 1, describe(proc)

@@ -498,8 +498,9 @@ def interrupt_mid_swarm(lab, env, payload, dest, sig, workdir):
     play = BackgroundPlaybook(lab, env, FORKS, base_vars(payload[0], dest=dest, p2p_download_rate_limit=RATE),
                               workdir)
     try:
+        # Data flowing: the tracker and the seed, which join after the agents, run too.
         wait_for(lambda: play.proc.poll() is not None or any(
-            one_status(lab, h, dest, since).get('state') == 'downloading' for h in peers(lab)), 480,
+            one_status(lab, h, dest, since).get('progress', 0) > 0 for h in peers(lab)), 480,
             'agents downloading')
         assert play.proc.poll() is None, describe(play.finish())
         if sig == signal.SIGKILL:

@@ -18,7 +18,7 @@ DOCUMENTATION = r'''
 name: task_count
 type: aggregate
 short_description: Count task results per host (p2p.swarm tests)
-description: Writes {host: {task name: count}} to $P2P_TASK_COUNT_FILE at the end.
+description: Writes the names of the tasks each host ran, per host, as JSON to the file named by P2P_TASK_COUNT_FILE.
 '''
 
 
