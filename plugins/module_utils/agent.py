@@ -47,9 +47,6 @@ STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before s
 STRIPE_JOIN_QUIET = 10.0
 PART_FILE_GRACE = 10.0  # seconds a finished download may wait for libtorrent to create its file
 PEER_RETRY = 5.0  # seconds between attempts to reach the listed peers not connected yet
-# The tracker starts after the agents (with the seed): until it first answers,
-# ask every this many seconds, not at libtorrent's growing back-off.
-TRACKER_RETRY = 1.0
 # A placed agent ends once the tracker has failed every announce for this
 # long: the run is over and has stopped it (one failure is no proof).
 TRACKER_GONE_AFTER = 5.0
@@ -408,7 +405,6 @@ class Agent(object):
         self.new_part = None          # the part file this run created, while it holds no data
         self.seeder_shut_out = False
         self.open_filter = None       # the ip filter from before the seeder was shut out
-        self.reannounced_at = 0.0
         self.listed_peers = []        # (ip, port) from the inventory, see peer_endpoints()
         self.peers_tried_at = 0.0
         self.trackers = []            # announce URLs as given to libtorrent
@@ -482,13 +478,6 @@ class Agent(object):
         for endpoint in self.listed_peers:
             if endpoint not in connected:
                 self.handle.connect_peer(endpoint)
-
-    def ask_tracker_until_it_answers(self):
-        now = time.time()
-        if (not self.announced_ok and self.trackers and now - self.reannounced_at >= TRACKER_RETRY
-                and now - self.started < float(self.job.get('tracker_grace') or 60)):
-            self.reannounced_at = now
-            self.handle.force_reannounce()
 
     def report_outcome(self, outcome, error=None):
         """Carry the verdict in every later announce (the next one is sent
@@ -604,7 +593,7 @@ class Agent(object):
         if st.errc.value():
             self.fail(st.errc.message(), fatal_storage=True)
             return
-        self.ask_tracker_until_it_answers()
+
         if st.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
             self.status['state'] = 'checking'
         elif not st.is_seeding:

@@ -64,7 +64,7 @@ options:
   dest:
     description:
       - Path of the file to create or check. Its directory must exist (it is
-        not created), unless it lies inside O(state_dir): the peer role keeps
+        not created), unless it lies inside O(state_dir), where the peer role keeps
         archives to unpack there.
       - With O(state=seeding), the complete file to seed.
       - Required, with O(torrent), unless O(state=stopped).
