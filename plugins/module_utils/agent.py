@@ -148,15 +148,10 @@ def peer_endpoints(entries):
 
 def with_outcome(url, outcome, error=None):
     """The announce URL that carries this agent's verdict to the tracker."""
-    if not url.startswith(('http://', 'https://')):
-        return url
-    parts = urlsplit(url)
     fields = {'p2p_outcome': outcome}
     if error:
         fields['p2p_error'] = error[:300]
-    extra = urlencode(fields)
-    query = parts.query + '&' + extra if parts.query else extra
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    return with_query(url, fields)
 
 
 def session_settings(job):
@@ -219,14 +214,19 @@ def session_settings(job):
     }
 
 
-def tracker_url_for(url, peer_name):
-    """Add p2p_host=<inventory name> so the tracker can map peers to hosts."""
-    if not peer_name or not url.startswith(('http://', 'https://')):
+def with_query(url, fields):
+    """An HTTP(S) announce URL with `fields` added to its query; others unchanged."""
+    if not url.startswith(('http://', 'https://')):
         return url
     parts = urlsplit(url)
-    extra = urlencode({'p2p_host': peer_name})
+    extra = urlencode(fields)
     query = parts.query + '&' + extra if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def tracker_url_for(url, peer_name):
+    """Add p2p_host=<inventory name> so the tracker can map peers to hosts."""
+    return with_query(url, {'p2p_host': peer_name}) if peer_name else url
 
 
 def tracker_addresses(urls):
