@@ -39,6 +39,8 @@ import tempfile
 import time
 import zipfile
 
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
+
 CHUNK = 1024 * 1024
 # Extracted modes keep the permission bits and the sticky bit, never
 # set-user-ID or set-group-ID.
@@ -138,16 +140,6 @@ class _HashingWriter(object):
         return self.size
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
-
-
 def pack_digest(src):
     """What pack_to_file would write, without writing: dict(sha256, size, entries)."""
     sink = _HashingWriter()
@@ -162,28 +154,17 @@ def pack_to_file(src, dest, check_mode=False):
     parent = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(parent):
         raise ArchiveError('directory %s of the archive does not exist' % parent)
-    old = file_sha256(dest) if os.path.isfile(dest) else None
+    old = fileops.file_sha256(dest) if os.path.isfile(dest) else None
     if check_mode:
         result = pack_digest(src)
         result['changed'] = result['sha256'] != old
         return result
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix='.%s.' % os.path.basename(dest), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            sink = _HashingWriter(handle)
-            entries = pack(src, sink)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with fileops.AtomicFile(dest, mode=0o644, fsync=True) as handle:
+        sink = _HashingWriter(handle)
+        entries = pack(src, sink)
         new = sink.digest.hexdigest()
         if new == old:
-            os.unlink(tmp)
-        else:
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            handle.discard()
     return {'changed': new != old, 'sha256': new, 'size': sink.size, 'entries': entries}
 
 

@@ -17,25 +17,10 @@ import inspect
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
-
-def write_atomic(path, data, mode=0o600):
-    """Write bytes or text to path via a temp file and rename (never half-written)."""
-    if isinstance(data, str):
-        data = data.encode('utf-8')
-    directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# p2p_tracker and the tests write through daemon.write_atomic too.
+from ansible_collections.p2p.swarm.plugins.module_utils.fileops import write_atomic
 
 
 def install_script(module_obj, path):

@@ -18,11 +18,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import grp
 import hashlib
 import json
 import os
-import pwd
 
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon
 
@@ -58,32 +56,6 @@ def all_jobs(state_dir):
             if job.dir == os.path.join(top, dest_id):
                 found.append(job)
     return found
-
-
-def resolve_uid(owner):
-    if owner is None:
-        return None
-    try:
-        return int(owner)
-    except ValueError:
-        pass
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise KeyError('user %s does not exist' % owner)
-
-
-def resolve_gid(group):
-    if group is None:
-        return None
-    try:
-        return int(group)
-    except ValueError:
-        pass
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise KeyError('group %s does not exist' % group)
 
 
 class Job(object):

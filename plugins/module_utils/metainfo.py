@@ -14,12 +14,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import os
 import stat
 import traceback
 
 from urllib.parse import urlsplit
+
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
 
 try:
     import libtorrent as lt
@@ -197,15 +198,6 @@ def _new_create_torrent(entries, piece_size, flags):
 SHA256_KEY = b'p2p-sha256'
 
 
-def file_sha256(path):
-    """Hex sha256 of the file at path, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def validate_root_cert(pem):
     """Raise ValueError unless pem (text) holds one PEM certificate."""
     begin, end = '-----BEGIN CERTIFICATE-----', '-----END CERTIFICATE-----'
@@ -281,7 +273,7 @@ def create_torrent(path, trackers, private=True, piece_size=0, version='hybrid',
     if len(found) == 1 and os.path.isfile(path):
         # Outside the info dictionary, so the info-hash stays the same: the
         # whole file's sha256, for --diff and for people who compare checksums.
-        metainfo[SHA256_KEY] = file_sha256(found[0][3]).encode('ascii')
+        metainfo[SHA256_KEY] = fileops.file_sha256(found[0][3]).encode('ascii')
     data = lt.bencode(metainfo)
     try:
         lt.torrent_info(data)  # never hand out a torrent libtorrent itself rejects

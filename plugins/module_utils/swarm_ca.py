@@ -20,9 +20,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import os
-import tempfile
 import traceback
+
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
 
 try:
     from cryptography import x509
@@ -43,24 +43,6 @@ DEFAULT_DAYS = 30
 BACKDATE = datetime.timedelta(hours=1)
 # Any torrent signed by the CA; a per-run CA signs only this run's torrents anyway.
 ANY_TORRENT = '*'
-
-
-def write_atomic(path, data, mode):
-    """Write bytes to path with the given mode, through a temporary file in
-    the same directory, so nobody ever sees a half-written or world-readable key."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
-    try:
-        os.fchmod(fd, mode)   # mkstemp makes it 0600; set the final mode before any data
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _new_key():
@@ -114,8 +96,8 @@ def make_ca(key_path, cert_path, common_name='p2p.swarm run CA', days=DEFAULT_DA
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     # The key first: a cert without its key would look like a usable CA.
-    write_atomic(key_path, _key_pem(key), 0o600)
-    write_atomic(cert_path, _cert_pem(cert), 0o644)
+    fileops.write_atomic(key_path, _key_pem(key), 0o600, fsync=True)
+    fileops.write_atomic(cert_path, _cert_pem(cert), 0o644, fsync=True)
 
 
 def make_host_cert(ca_key_path, ca_cert_path, key_path, cert_path, common_name,
@@ -141,8 +123,8 @@ def make_host_cert(ca_key_path, ca_cert_path, key_path, cert_path, common_name,
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    write_atomic(key_path, _key_pem(key), 0o600)
-    write_atomic(cert_path, _cert_pem(cert), 0o644)
+    fileops.write_atomic(key_path, _key_pem(key), 0o600, fsync=True)
+    fileops.write_atomic(cert_path, _cert_pem(cert), 0o644, fsync=True)
 
 
 def signed_by(cert_path, ca_cert_path):

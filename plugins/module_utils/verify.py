@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
+
 V2_BLOCK = 16 * 1024  # BEP 52 leaf size
 
 
@@ -38,13 +40,10 @@ def write_stamp(stamp_path, dest):
     state dir) costs a re-hash next time, never a failure."""
     st = os.stat(dest)
     data = {'dest': dest, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns, 'ino': st.st_ino}
-    tmp = stamp_path + '.tmp'
     try:
         if not os.path.isdir(os.path.dirname(stamp_path)):
             os.makedirs(os.path.dirname(stamp_path), 0o700)
-        with open(tmp, 'w') as handle:
-            json.dump(data, handle)
-        os.rename(tmp, stamp_path)
+        fileops.write_atomic(stamp_path, json.dumps(data), mode=0o644)
     except (IOError, OSError):
         return False
     return True

@@ -362,7 +362,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.p2p.swarm.plugins.module_utils import addresses
 from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
-from ansible_collections.p2p.swarm.plugins.module_utils import daemon
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.module_utils import verify
@@ -417,7 +417,7 @@ def write_torrent_content(module):
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             os.makedirs(parent, 0o755)
-        daemon.write_atomic(path, data, mode=0o644)
+        fileops.write_atomic(path, data, mode=0o644)
     except OSError as exc:
         module.fail_json(msg='cannot write torrent %s: %s' % (path, exc.strerror or exc))
     return path
@@ -429,7 +429,7 @@ def sha256_text(path, size=None, sha256=None, info_hash=None):
     if size is None and not os.path.isfile(path):
         return 'path: %s (absent)\n' % path
     if size is None:
-        size, sha256 = os.path.getsize(path), metainfo.file_sha256(path)
+        size, sha256 = os.path.getsize(path), fileops.file_sha256(path)
     lines += ['size: %d' % size, 'sha256: %s' % (sha256 or 'not recorded in the torrent')]
     if info_hash:
         lines.append('info_hash: %s' % info_hash)
@@ -499,18 +499,6 @@ def check_space(module, dest, size):
                          % (dest, size - have, free, parent), dest=dest, status='failed')
 
 
-def numeric_mode(mode):
-    """The agent needs an octal mode; symbolic ones are applied afterwards."""
-    if mode is None:
-        return None
-    if isinstance(mode, int):
-        return mode
-    try:
-        return int(str(mode), 8)
-    except ValueError:
-        return None
-
-
 def agent_result(status, pid=None):
     keys = ('progress', 'downloaded', 'uploaded', 'pid', 'error', 'hash_failures', 'banned_peers', 'listen_port')
     result = dict((k, status[k]) for k in keys if status.get(k) is not None)
@@ -555,12 +543,12 @@ class Fetch(object):
 
     def agent_job(self, seed):
         p = self.params
-        owner = jobs.resolve_uid(p['owner'])
-        group = jobs.resolve_gid(p['group'])
+        owner = fileops.resolve_uid(p['owner'])
+        group = fileops.resolve_gid(p['group'])
         return {
             'torrent': os.path.abspath(p['torrent']), 'dest': self.dest, 'seed': seed,
             'peer_name': p['peer_name'] or os.uname()[1], 'run_id': p['run_id'],
-            'owner': owner, 'group': group, 'mode': numeric_mode(p['mode']),
+            'owner': owner, 'group': group, 'mode': fileops.octal_mode(p['mode']),
             'lifetime': p['lifetime'], 'linger': p['linger'], 'tracker_grace': p['tracker_grace'],
             'upload_rate': p['upload_rate_limit'], 'download_rate': p['download_rate_limit'],
             'listen_port': p['listen_port'], 'listen_address': p['listen_address'],

@@ -281,7 +281,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.p2p.swarm.plugins.module_utils import daemon
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 
 ARGUMENT_SPEC = dict(
@@ -313,16 +313,6 @@ def _user():
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
-
-
-def _octal_mode(mode):
-    """The mode as a number, or None when it is symbolic (u=rw,go=r)."""
-    if isinstance(mode, int):
-        return mode
-    try:
-        return int(str(mode), 8)
-    except ValueError:
-        return None
 
 
 def _read(path):
@@ -382,7 +372,7 @@ def run_module(module):
     if not os.path.isdir(dest_dir):
         module.fail_json(msg='cannot write %s: directory %s does not exist on %s' % (dest, dest_dir, host))
 
-    initial_mode = _octal_mode(params['mode'])
+    initial_mode = fileops.octal_mode(params['mode'])
     if initial_mode is None:
         # Symbolic: check it now rather than after the file is written, and
         # create the file private until set_mode_if_different applies it.
@@ -429,7 +419,7 @@ def run_module(module):
                                      % (dest, host, _user(), dest_dir), **result)
         else:
             try:
-                daemon.write_atomic(dest, data, mode=initial_mode)
+                fileops.write_atomic(dest, data, mode=initial_mode)
             except PermissionError:
                 module.fail_json(msg='cannot write %s on %s: permission denied for user %s'
                                      % (dest, host, _user()), **result)

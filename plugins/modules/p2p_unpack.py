@@ -142,31 +142,14 @@ stamp:
   sample: /var/lib/p2p-swarm/unpacked/5d41402abc4b2a76b9719d911017c592.json
 '''
 
-import grp
 import hashlib
 import json
 import os
-import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.p2p.swarm.plugins.module_utils import archive
-
-
-def _uid(owner):
-    if owner is None:
-        return -1
-    if owner.isdigit():
-        return int(owner)
-    return pwd.getpwnam(owner).pw_uid
-
-
-def _gid(group):
-    if group is None:
-        return -1
-    if group.isdigit():
-        return int(group)
-    return grp.getgrnam(group).gr_gid
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops
 
 
 def stamp_path(state_dir, dest):
@@ -185,10 +168,7 @@ def write_stamp(path, data):
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o755)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as handle:
-        json.dump(data, handle, sort_keys=True)
-    os.rename(tmp, path)
+    fileops.write_atomic(path, json.dumps(data, sort_keys=True), mode=0o644)
 
 
 def run_module(module):
@@ -201,24 +181,19 @@ def run_module(module):
         module.fail_json(msg='dest parent %s does not exist' % os.path.dirname(dest), **result)
     if os.path.lexists(dest) and (os.path.islink(dest) or not os.path.isdir(dest)):
         module.fail_json(msg='dest %s exists and is not a directory' % dest, **result)
-    mode = None
-    if p['mode'] is not None:
-        try:
-            mode = int(p['mode'], 8)
-        except ValueError:
-            mode = -1
-        if not 0 <= mode <= 0o7777:
-            module.fail_json(msg="mode %r is not an octal mode such as '0755'" % p['mode'], **result)
+    mode = fileops.octal_mode(p['mode'])
+    if p['mode'] is not None and (mode is None or not 0 <= mode <= 0o7777):
+        module.fail_json(msg="mode %r is not an octal mode such as '0755'" % p['mode'], **result)
     try:
-        uid = _uid(p['owner'])
+        uid = fileops.resolve_uid(p['owner'])
     except KeyError:
         module.fail_json(msg="owner '%s' does not exist on this host" % p['owner'], **result)
     try:
-        gid = _gid(p['group'])
+        gid = fileops.resolve_gid(p['group'])
     except KeyError:
         module.fail_json(msg="group '%s' does not exist on this host" % p['group'], **result)
 
-    archive_id = p['archive_id'] or archive.file_sha256(src)
+    archive_id = p['archive_id'] or fileops.file_sha256(src)
     result['archive_id'] = archive_id
     stamp_file = stamp_path(p['state_dir'], dest)
     result['stamp'] = stamp_file
@@ -244,7 +219,8 @@ def run_module(module):
             archive.check_members(members)
             result['members'] = len(members)
             module.exit_json(**result)
-        result['members'] = archive.extract_atomically(src, dest, mode=mode, uid=uid, gid=gid)
+        result['members'] = archive.extract_atomically(src, dest, mode=mode, uid=-1 if uid is None else uid,
+                                                       gid=-1 if gid is None else gid)
         write_stamp(stamp_file, dict(wanted, ino=os.stat(dest).st_ino))
     except archive.ArchiveError as exc:
         module.fail_json(msg='cannot extract %s into %s: %s' % (src, dest, exc), **result)

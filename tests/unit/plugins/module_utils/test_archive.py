@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from ansible_collections.p2p.swarm.plugins.module_utils import archive
+from ansible_collections.p2p.swarm.plugins.module_utils import archive, fileops
 from ansible_collections.p2p.swarm.plugins.module_utils.archive import ArchiveError
 
 MTIME = 1600000000
@@ -151,7 +151,7 @@ def test_pack_to_file_is_idempotent_and_atomic(tmp_path):
     result = archive.pack_to_file(src, dest, check_mode=True)
     assert result['changed'] is True and not os.path.exists(dest)
     result = archive.pack_to_file(src, dest)
-    assert result['changed'] is True and result['sha256'] == archive.file_sha256(dest)
+    assert result['changed'] is True and result['sha256'] == fileops.file_sha256(dest)
     assert result['size'] == os.path.getsize(dest)
     os.utime(dest, (MTIME, MTIME))
     again = archive.pack_to_file(src, dest)

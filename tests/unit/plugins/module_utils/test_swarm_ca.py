@@ -6,7 +6,7 @@ import stat
 
 from cryptography import x509
 
-from ansible_collections.p2p.swarm.plugins.module_utils import swarm_ca
+from ansible_collections.p2p.swarm.plugins.module_utils import fileops, swarm_ca
 
 
 def mode(path):
@@ -56,5 +56,5 @@ def test_a_key_is_never_readable_by_others_even_over_an_old_file(tmp_path):
     path = tmp_path / 'k'
     path.write_bytes(b'old')
     os.chmod(str(path), 0o644)
-    swarm_ca.write_atomic(str(path), b'secret', 0o600)
+    fileops.write_atomic(str(path), b'secret', 0o600, fsync=True)
     assert path.read_bytes() == b'secret' and mode(path) == 0o600
