@@ -9,28 +9,42 @@ library and libtorrent. It downloads into a hidden file beside `dest`, lets
 libtorrent check every piece, applies owner/group/mode and renames into place,
 then seeds while the swarm still needs it. Progress and the outcome go to a
 JSON status file that p2p_fetch reads.
+
+This file is the entry point and the run loop; the rest sits next to it, in
+module_utils and in the state directory alike (p2p_fetch writes every file
+script_files() names):
+
+    agent_session.py   libtorrent settings, listen ports, peers, announce URLs, ip filters
+    agent_stripes.py   striped piece priorities (StripePicker)
+    fileops.py         atomic writes
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
 import faulthandler
-import ipaddress
 import json
 import os
-import random
 import signal
-import socket
 import sys
 import time
 import warnings
 
-try:
-    from urllib.parse import urlsplit, urlunsplit, urlencode
-except ImportError:  # pragma: no cover - python 2 is not supported on hosts
-    urlsplit = urlunsplit = urlencode = None
+if __package__:   # imported from the collection (the module, tests)
+    from ansible_collections.p2p.swarm.plugins.module_utils import agent_session
+    from ansible_collections.p2p.swarm.plugins.module_utils import agent_stripes
+    from ansible_collections.p2p.swarm.plugins.module_utils import fileops
+else:             # the script on the host, its files side by side
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    if _HERE not in sys.path:
+        sys.path.insert(0, _HERE)
+    # Run as `python agent.py` its directory is on sys.path already; either
+    # way, no __pycache__ in the state directory.
+    sys.dont_write_bytecode = True
+    import agent_session  # pylint: disable=import-error
+    import agent_stripes  # pylint: disable=import-error
+    import fileops  # pylint: disable=import-error
 
 try:
     import libtorrent as lt
@@ -40,34 +54,17 @@ except ImportError:  # the module reports a missing libtorrent before starting u
 TICK = 0.25  # seconds between status updates and alert polls
 SWARM_DONE_HOLD = 5.0  # tracker must report no incomplete peer this long before we exit
 STRIPE_EVERY = 0.2  # seconds between piece-priority updates while striping
-STRIPE_STALL = 3.0  # seconds with the seeder shut out and no new piece before striping gives up
-# ...unless the tracker still counts fewer downloaders than stripes: their owners
-# are still being started (the start round sweeps over the hosts). Striping
-# waits for them until no new one has joined for this long.
-STRIPE_JOIN_QUIET = 10.0
 PART_FILE_GRACE = 10.0  # seconds a finished download may wait for libtorrent to create its file
 PEER_RETRY = 5.0  # seconds between attempts to reach the listed peers not connected yet
 # A placed agent ends once the tracker has failed every announce for this
 # long: the run is over and has stopped it (one failure is no proof).
 TRACKER_GONE_AFTER = 5.0
-# The seeding agent's peer-id prefix, so download agents can tell the
-# original seeder from peers that finished (see StripePicker).
-SEED_FINGERPRINT = '-PS0001-'
-PEER_FINGERPRINT = '-PP0001-'
-# libtorrent loads Diffie-Hellman parameters for every SSL torrent and flags
-# the torrent with an error without them. These are the fixed, published
-# ffdhe2048 group of RFC 7919 (what `openssl genpkey -genparam -algorithm DH
-# -pkeyopt group:ffdhe2048` prints), so nothing has to be generated per run.
-FFDHE2048_PEM = '''\
------BEGIN DH PARAMETERS-----
-MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
-+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
-87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
-YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
-7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
-ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
------END DH PARAMETERS-----
-'''
+
+
+def script_files():
+    """[(file name, module)]: what the agent script needs on a host, itself last."""
+    return [('fileops.py', fileops), ('agent_session.py', agent_session),
+            ('agent_stripes.py', agent_stripes), ('agent.py', sys.modules[__name__])]
 
 
 def part_name(dest):
@@ -92,289 +89,6 @@ def reserve_space(path, size):
     finally:
         os.close(fd)
     return created
-
-
-def free_port(low=20000, high=60000, tries=50, preferred=0):
-    """A TCP port free on IPv4 and IPv6 alike: with port 0 libtorrent would
-    pick one per family, but the tracker learns only one port per peer.
-    `preferred` is tried first: the port other hosts were told to try."""
-    candidates = random.sample(range(low, high + 1), tries)
-    for port in ([preferred] if preferred else []) + candidates:
-        try:
-            for family, address in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
-                if family == socket.AF_INET6 and not socket.has_ipv6:
-                    continue
-                with socket.socket(family, socket.SOCK_STREAM) as probe:
-                    if family == socket.AF_INET6:
-                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    probe.bind((address, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:   # no IPv6 on this host: IPv4 decides
-                return port
-            continue
-        return port
-    return 0
-
-
-def listen_interfaces(address, port, preferred=0):
-    """libtorrent's listen_interfaces: both families unless one address is given."""
-    if address and address not in ('0.0.0.0', '::'):
-        return '%s:%d' % ('[%s]' % address if ':' in address else address, port)
-    port = port or free_port(preferred=preferred)
-    return '0.0.0.0:%d,[::]:%d' % (port, port)
-
-
-def peer_endpoints(entries):
-    """[(ip, port)] from 'address:port' / '[v6]:port' / 'name:port' strings.
-
-    The peers the module was given from the inventory: the agent connects
-    to them itself, so the swarm forms even where the tracker is slow or
-    out of reach. Entries that do not parse or resolve are skipped.
-    """
-    found = []
-    for entry in entries or []:
-        host, _sep, port = str(entry).rpartition(':')
-        host = host.strip('[]')
-        try:
-            port = int(port)
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except (ValueError, socket.error, UnicodeError):
-            continue
-        address = infos[0][4][0].split('%', 1)[0]
-        if (address, port) not in found:
-            found.append((address, port))
-    return found
-
-
-def with_outcome(url, outcome, error=None):
-    """The announce URL that carries this agent's verdict to the tracker."""
-    fields = {'p2p_outcome': outcome}
-    if error:
-        fields['p2p_error'] = error[:300]
-    return with_query(url, fields)
-
-
-def session_settings(job):
-    """libtorrent settings for a private datacenter swarm.
-
-    libtorrent's defaults are tuned for the internet: discovery that calls
-    out (DHT, LSD, UPnP, NAT-PMP), one connection per IP, a 5 minute minimum
-    announce interval, few unchoke slots, and uTP, which costs about twice the
-    CPU of TCP on a LAN. Everything here stays inside the swarm.
-    """
-    listen = listen_interfaces(job.get('listen_address'), int(job.get('listen_port') or 0),
-                               int(job.get('preferred_port') or 0))
-    if job.get('ssl'):
-        # An SSL torrent talks to its peers over TLS only, on an SSL listen
-        # socket (the 's' suffix); libtorrent announces that port for it.
-        listen = ','.join(part + 's' for part in listen.split(','))
-    return {
-        'listen_interfaces': listen,
-        'enable_dht': False,
-        'enable_lsd': False,
-        'enable_upnp': False,
-        'enable_natpmp': False,
-        'dht_bootstrap_nodes': '',
-        'enable_ip_notifier': False,
-        'enable_outgoing_utp': False,
-        'enable_incoming_utp': False,
-        'allow_multiple_connections_per_ip': True,
-        'min_announce_interval': 1,
-        'announce_to_all_trackers': True,
-        'announce_to_all_tiers': True,
-        'stop_tracker_timeout': 2,
-        'tracker_completion_timeout': 10,
-        'tracker_receive_timeout': 5,
-        # A listed peer refuses until its agent starts (the seed joins last):
-        # try it again within seconds, and never drop it from the list.
-        'min_reconnect_time': 2,
-        'max_failcount': 1000,
-        'connections_limit': 400,
-        'unchoke_slots_limit': 64,
-        'active_downloads': -1,
-        'active_seeds': -1,
-        'active_limit': -1,
-        'max_out_request_queue': 1500,
-        'request_queue_time': 2,
-        'upload_rate_limit': int(job.get('upload_rate') or 0),
-        'download_rate_limit': int(job.get('download_rate') or 0),
-        'user_agent': 'p2p.swarm-agent/libtorrent-%s' % (lt.__version__ if lt else '?'),
-        # Striping keeps some pieces unwanted for a while; a torrent whose
-        # wanted pieces are all in would otherwise drop its seed connections.
-        'close_redundant_connections': not job.get('stripe_count'),
-        # The tracker usually runs on the seeder's host: shutting the seeder
-        # out (an ip filter rule) must not cut the tracker off.
-        'apply_ip_filter_to_trackers': not job.get('stripe_count'),
-        'peer_fingerprint': SEED_FINGERPRINT if job.get('seed') else PEER_FINGERPRINT,
-        'alert_mask': (lt.alert.category_t.error_notification
-                       | lt.alert.category_t.status_notification
-                       | lt.alert.category_t.storage_notification
-                       | lt.alert.category_t.peer_notification
-                       | lt.alert.category_t.tracker_notification) if lt else 0,
-    }
-
-
-def with_query(url, fields):
-    """An HTTP(S) announce URL with `fields` added to its query; others unchanged."""
-    if not url.startswith(('http://', 'https://')):
-        return url
-    parts = urlsplit(url)
-    extra = urlencode(fields)
-    query = parts.query + '&' + extra if parts.query else extra
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
-def tracker_url_for(url, peer_name):
-    """Add p2p_host=<inventory name> so the tracker can map peers to hosts."""
-    return with_query(url, {'p2p_host': peer_name}) if peer_name else url
-
-
-def tracker_addresses(urls):
-    """IP addresses of the trackers' hosts, so an ip filter never cuts them off."""
-    found = set()
-    for url in urls:
-        try:
-            host, port = urlsplit(url).hostname, urlsplit(url).port or 80
-            if not host:
-                continue
-            for info in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-                found.add(info[4][0].split('%', 1)[0])
-        except (ValueError, TypeError, socket.error, UnicodeError):
-            continue   # a malformed or unresolvable URL: the tracker errors say why
-    return sorted(found)
-
-
-def allowed_ranges(networks):
-    """[(first, last)] address ranges of the allowed networks (CIDR strings)."""
-    ranges = []
-    for text in networks:
-        net = ipaddress.ip_network(text, strict=False)
-        ranges.append((str(net[0]), str(net[-1])))
-    return ranges
-
-
-def apply_rate_limits_to_lan(session):
-    """Put every peer in the global peer class, the one the rate limits apply to.
-
-    libtorrent exempts peers on local networks (10/8, 192.168/16, ...) from
-    the session's rate limits; in a datacenter every peer is local, so the
-    upload/download limits an operator sets would otherwise do nothing.
-    """
-    classes = lt.ip_filter()
-    everyone = 1 << lt.session.global_peer_class_id
-    classes.add_rule('0.0.0.0', '255.255.255.255', everyone)
-    classes.add_rule('::', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', everyone)
-    session.set_peer_class_filter(classes)
-
-
-def build_ip_filter(networks):
-    """A libtorrent ip filter that refuses every address but the given networks.
-
-    libtorrent applies it to incoming and outgoing peer connections alike,
-    so a host outside the run can neither fetch nor offer data.
-    """
-    ip_filter = lt.ip_filter()
-    ip_filter.add_rule('0.0.0.0', '255.255.255.255', 1)
-    ip_filter.add_rule('::', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 1)
-    for first, last in allowed_ranges(networks):   # later rules win where they overlap
-        ip_filter.add_rule(first, last, 0)
-    return ip_filter
-
-
-def write_json_atomic(path, data):
-    tmp = '%s.tmp.%d' % (path, os.getpid())
-    with open(tmp, 'w') as handle:
-        json.dump(data, handle, sort_keys=True)
-    os.rename(tmp, path)
-
-
-class StripePicker(object):
-    """Piece priorities that get each piece out of the seeder about once.
-
-    In a naive swarm every peer asks the seeder for the same rare pieces, so
-    the seeder uploads about twice the file and its uplink sets the pace.
-    Here download peer `index` of `count` owns a stripe, the pieces p with
-    p % count == index:
-
-    - it fetches its own stripe first (top priority); only the seeder has
-      those pieces at the start, so the seeder sends each piece to one peer;
-    - every other piece stays at priority 0 (not wanted) until some peer
-      other than the seeder holds it, then becomes normal priority and comes
-      from that peer (rarest first); a released piece stays released;
-    - once its own stripe is complete the peer takes no more data from the
-      seeder (update() says block_seeder; the agent shuts the seeder out),
-      since everything else is, or soon will be, at other peers.
-
-    Safety net: if the seeder is shut out and no new piece has arrived for
-    `stall` seconds (the owner of some stripe died or never started),
-    striping is given up for good: every piece gets normal priority and the
-    seeder is let back in, i.e. a plain swarm. While the tracker counts
-    fewer downloaders than stripes and the last one joined less than
-    `join_quiet` seconds ago, the owners are still starting: the peer keeps
-    waiting for them rather than pull their stripes from the seeder too.
-    Pure logic, no libtorrent.
-    """
-
-    OWN, RELEASED, HELD_BACK, NORMAL = 7, 1, 0, 4
-
-    def __init__(self, num_pieces, index, count, stall=STRIPE_STALL, join_quiet=STRIPE_JOIN_QUIET):
-        self.hosts = int(count)
-        # More stripes than pieces would leave some peers an empty stripe.
-        count = max(1, min(int(count), int(num_pieces)))
-        self.num_pieces = int(num_pieces)
-        self.index = int(index) % count
-        self.count = count
-        self.stall = stall
-        self.own = [p for p in range(self.num_pieces) if p % count == self.index]
-        self.released = [p % count == self.index for p in range(self.num_pieces)]
-        self.active = True
-        self.applied = False          # the first update always returns priorities
-        self.have_count = -1
-        self.last_progress = None
-        self.join_quiet = join_quiet
-        self.joined = None
-        self.last_join = None
-
-    def priorities(self):
-        if not self.active:
-            return [self.NORMAL] * self.num_pieces
-        own = set(self.own)
-        return [self.OWN if p in own else self.RELEASED if self.released[p] else self.HELD_BACK
-                for p in range(self.num_pieces)]
-
-    def owners_still_joining(self, joined, now):
-        """joined: downloaders the tracker counts (None when it has not said).
-        Only a rise is a join; hosts leaving at the end must not look like one."""
-        if joined is not None and (self.joined is None or joined > self.joined):
-            self.joined, self.last_join = joined, now
-        return (self.joined is not None and self.joined < self.hosts
-                and now - self.last_join < self.join_quiet)
-
-    def update(self, have, held_elsewhere, now, joined=None):
-        """One decision from what we have and what peers other than the seeder hold.
-
-        have, held_elsewhere: one bool per piece; joined: how many downloaders
-        the tracker counts, if known. Returns (priorities, block_seeder):
-        the new priority list, or None when nothing changed since the last call,
-        and whether the seeder must be shut out now.
-        """
-        if not self.active:
-            return None, False
-        changed = not self.applied
-        for piece, held in enumerate(held_elsewhere):
-            if held and not self.released[piece]:
-                self.released[piece] = True
-                changed = True
-        count = sum(1 for h in have if h)
-        if count != self.have_count:
-            self.have_count, self.last_progress = count, now
-        block = count < self.num_pieces and all(have[p] for p in self.own)
-        joining = self.owners_still_joining(joined, now)
-        if block and now - self.last_progress >= self.stall and not joining:
-            self.active = False
-            return self.priorities(), False
-        self.applied = True
-        return (self.priorities() if changed else None), block
 
 
 class Agent(object):
@@ -417,16 +131,16 @@ class Agent(object):
         self.status['ssl'] = self.job['ssl']
         if self.job['ssl'] and not (self.job.get('ssl_cert') and self.job.get('ssl_key')):
             raise ValueError('the torrent is an SSL torrent and no ssl_cert/ssl_key was given')
-        settings = session_settings(self.job)
+        settings = agent_session.session_settings(self.job)
         # The port other hosts can reach us on (the seed is told it by the role).
         port = settings['listen_interfaces'].split(',')[0].rsplit(':', 1)[1].rstrip('s')   # 's': TLS only
         self.status['listen_port'] = int(port) or None
         self.session = lt.session(settings)
-        apply_rate_limits_to_lan(self.session)
+        agent_session.apply_rate_limits_to_lan(self.session)
         if self.job.get('allowed_peers'):
             allowed = list(self.job['allowed_peers'])
-            allowed += tracker_addresses([t.url for t in ti.trackers()])
-            self.session.set_ip_filter(build_ip_filter(allowed))
+            allowed += agent_session.tracker_addresses([t.url for t in ti.trackers()])
+            self.session.set_ip_filter(agent_session.build_ip_filter(allowed))
         params = lt.add_torrent_params()
         params.ti = ti
         params.save_path = os.path.dirname(self.dest)
@@ -437,7 +151,7 @@ class Agent(object):
             # A file just created holds no piece: nothing to check.
             params.flags |= lt.torrent_flags.no_verify_files
             self.new_part = os.path.join(params.save_path, name)
-        self.trackers = [tracker_url_for(t.url, self.job.get('peer_name')) for t in ti.trackers()]
+        self.trackers = [agent_session.tracker_url_for(t.url, self.job.get('peer_name')) for t in ti.trackers()]
         params.trackers = list(self.trackers)
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused
@@ -447,8 +161,8 @@ class Agent(object):
             # verifies each piece lazily the first time it is uploaded.
             params.flags |= lt.torrent_flags.seed_mode
         elif int(self.job.get('stripe_count') or 0) > 1:
-            self.picker = StripePicker(ti.num_pieces(), self.job.get('stripe_index') or 0,
-                                       self.job['stripe_count'])
+            self.picker = agent_stripes.StripePicker(ti.num_pieces(), self.job.get('stripe_index') or 0,
+                                                     self.job['stripe_count'])
             # Priorities from the first request on, not a moment after.
             params.piece_priorities = self.picker.priorities()
         self.handle = self.session.add_torrent(params)
@@ -457,14 +171,14 @@ class Agent(object):
             # without one from that CA fail the TLS handshake both ways.
             if hasattr(self.handle, 'set_ssl_certificate_buffer'):   # libtorrent >= 2.1's binding
                 with open(self.job['ssl_cert']) as cert, open(self.job['ssl_key']) as key:
-                    self.handle.set_ssl_certificate_buffer(cert.read(), key.read(), FFDHE2048_PEM)
+                    self.handle.set_ssl_certificate_buffer(cert.read(), key.read(), agent_session.FFDHE2048_PEM)
             else:
                 # 2.0.x's binding takes file paths only, the DH parameters too.
                 dh_params = os.path.join(self.job['job_dir'], 'dhparams.pem')
                 with open(dh_params, 'w') as handle:
-                    handle.write(FFDHE2048_PEM)
+                    handle.write(agent_session.FFDHE2048_PEM)
                 self.handle.set_ssl_certificate(self.job['ssl_cert'], self.job['ssl_key'], dh_params)
-        self.listed_peers = peer_endpoints(self.job.get('peers'))
+        self.listed_peers = agent_session.peer_endpoints(self.job.get('peers'))
         self.connect_listed_peers()
 
     def connect_listed_peers(self):
@@ -485,7 +199,7 @@ class Agent(object):
         if self.handle is None or not self.trackers:
             return
         try:
-            self.handle.replace_trackers([lt.announce_entry(with_outcome(url, outcome, error))
+            self.handle.replace_trackers([lt.announce_entry(agent_session.with_outcome(url, outcome, error))
                                          for url in self.trackers])
             self.handle.force_reannounce()
         except (RuntimeError, TypeError, AttributeError) as exc:  # the verdict still reaches the module
@@ -554,7 +268,7 @@ class Agent(object):
             return
         stamp = {'dest': self.dest, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
                  'ino': st.st_ino, 'placed_at': self.placed_at}
-        write_json_atomic(os.path.join(self.job['job_dir'], 'placed.json'), stamp)
+        fileops.write_atomic(os.path.join(self.job['job_dir'], 'placed.json'), json.dumps(stamp, sort_keys=True))
 
     def fail(self, message, fatal_storage=False):
         if self.status['state'] == 'failed':
@@ -613,7 +327,7 @@ class Agent(object):
             return
         seeders, others, seeder_connections = set(), set(), 0
         for peer in self.handle.get_peer_info():
-            if peer.pid.to_bytes().startswith(SEED_FINGERPRINT.encode('ascii')):
+            if peer.pid.to_bytes().startswith(agent_session.SEED_FINGERPRINT.encode('ascii')):
                 seeders.add(peer.ip[0])
                 seeder_connections += 1
             else:
@@ -674,6 +388,10 @@ class Agent(object):
                 and now - (self.last_peer_at or self.started) > grace):
             self.fail('tracker unreachable and no peer for %d s: %s' % (grace, self.last_tracker_error or 'no answer'))
             return 'failed'
+        if self.seed and self.tracker_gone_since(self.started):
+            # The tracker no longer serves the torrent: every run that used
+            # this seed released its claim (or the tracker ended with them).
+            return 'torrent no longer on the tracker'
         if state == 'seeding' and not self.seed:
             if self.swarm_done_since and now - self.swarm_done_since >= SWARM_DONE_HOLD:
                 return 'swarm complete'
@@ -692,7 +410,7 @@ class Agent(object):
 
     def write_status(self):
         self.status['updated_at'] = time.time()
-        write_json_atomic(self.job['status_path'], self.status)
+        fileops.write_atomic(self.job['status_path'], json.dumps(self.status, sort_keys=True))
 
     def wait(self):
         """Sleep until the next tick.

@@ -5,7 +5,8 @@
 
 Layout under the state directory (default /var/lib/p2p-swarm)::
 
-    agent.py                 the agent script (module_utils/agent.py)
+    agent.py                 the agent script (module_utils/agent.py), and the
+                             files it imports (agent.script_files())
     <info-hash>/<dest-id>/   one job per torrent and destination:
         job.json             what the agent was asked to do
         agent.pid            its pid; the job path in its cmdline proves it is ours
@@ -106,7 +107,8 @@ class Job(object):
         for path in (self.state_dir, self.dir):
             if not os.path.isdir(path):
                 os.makedirs(path, 0o700)
-        daemon.install_script(agent_module, self.script)
+        for name, module in agent_module.script_files():   # the files it imports first
+            daemon.install_script(module, os.path.join(self.state_dir, name))
         job = dict(job, job_dir=self.dir, status_path=self.status_path)
         daemon.write_atomic(self.job_path, json.dumps(job, sort_keys=True, indent=1))
         # A fresh status, so nobody reads the outcome of an earlier agent.

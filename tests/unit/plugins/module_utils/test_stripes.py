@@ -1,6 +1,6 @@
-"""The stripe picker's decisions (agent.StripePicker), without libtorrent."""
-from ansible_collections.p2p.swarm.plugins.module_utils import agent
-from ansible_collections.p2p.swarm.plugins.module_utils.agent import StripePicker
+"""The stripe picker's decisions (agent_stripes.StripePicker), without libtorrent."""
+from ansible_collections.p2p.swarm.plugins.module_utils import agent_session
+from ansible_collections.p2p.swarm.plugins.module_utils.agent_stripes import StripePicker
 
 OWN, RELEASED, HELD_BACK = StripePicker.OWN, StripePicker.RELEASED, StripePicker.HELD_BACK
 
@@ -85,10 +85,10 @@ def test_more_stripes_than_pieces_leaves_no_peer_without_a_stripe():
 
 
 def test_download_agents_and_the_seeder_identify_themselves():
-    assert agent.session_settings({'seed': True})['peer_fingerprint'] == agent.SEED_FINGERPRINT
-    assert agent.session_settings({})['peer_fingerprint'] != agent.SEED_FINGERPRINT
+    assert agent_session.session_settings({'seed': True})['peer_fingerprint'] == agent_session.SEED_FINGERPRINT
+    assert agent_session.session_settings({})['peer_fingerprint'] != agent_session.SEED_FINGERPRINT
     # Striping holds pieces back: the session must keep its seed connections then.
-    assert agent.session_settings({'stripe_count': 4})['close_redundant_connections'] is False
+    assert agent_session.session_settings({'stripe_count': 4})['close_redundant_connections'] is False
 
 
 def test_no_fallback_while_the_tracker_counts_fewer_downloaders_than_stripes():

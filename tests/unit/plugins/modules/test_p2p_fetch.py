@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import libtorrent as lt
 import pytest
 
-from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
+from ansible_collections.p2p.swarm.plugins.module_utils import agent_session
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon, jobs, metainfo
 
 from module_runner import PEER_IP, SEED_IP, STRANGER_IP, TRACKER_IP, assert_failed, payload, run_module, wait_until
@@ -233,14 +233,14 @@ def test_stopped_without_torrent_ends_every_agent(tmp_path, state_dir, content):
 # ------------------------------------------------------------------ ip filter
 
 def test_ip_filter_rules():
-    assert agent_lib.allowed_ranges(['10.1.2.0/24', '10.9.9.9', 'fd00::/120']) == [
+    assert agent_session.allowed_ranges(['10.1.2.0/24', '10.9.9.9', 'fd00::/120']) == [
         ('10.1.2.0', '10.1.2.255'), ('10.9.9.9', '10.9.9.9'), ('fd00::', 'fd00::ff')]
-    ip_filter = agent_lib.build_ip_filter(['10.1.2.0/24'])
+    ip_filter = agent_session.build_ip_filter(['10.1.2.0/24'])
     assert ip_filter.access('10.1.2.7') == 0
     assert ip_filter.access('10.1.3.7') == 1
     assert ip_filter.access('127.0.0.1') == 1
     assert ip_filter.access('::1') == 1
-    assert agent_lib.tracker_addresses(['http://127.0.0.2:6969/announce', 'http://[::1]:1/a', 'bad url', 'udp://']) \
+    assert agent_session.tracker_addresses(['http://127.0.0.2:6969/announce', 'http://[::1]:1/a', 'bad url', 'udp://']) \
         == ['127.0.0.2', '::1']
 
 

@@ -12,7 +12,7 @@ import time
 import libtorrent as lt
 import pytest
 
-from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
+from ansible_collections.p2p.swarm.plugins.module_utils import agent_session
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs, metainfo, swarm_ca
 
 from module_runner import PEER_IP, SEED_IP, STRANGER_IP, payload, run_module, wait_until
@@ -133,9 +133,9 @@ def test_bad_ca_cert_for_the_torrent_fails_clearly(tmp_path, content, pki):
 
 
 def test_agent_listens_for_tls_only_on_ssl_torrents():
-    assert agent_lib.session_settings({'listen_address': '10.0.0.5', 'listen_port': 7000,
+    assert agent_session.session_settings({'listen_address': '10.0.0.5', 'listen_port': 7000,
                                        'ssl': True})['listen_interfaces'] == '10.0.0.5:7000s'
-    assert agent_lib.session_settings({'listen_address': '10.0.0.5'})['listen_interfaces'] == '10.0.0.5:0'
+    assert agent_session.session_settings({'listen_address': '10.0.0.5'})['listen_interfaces'] == '10.0.0.5:0'
 
 
 # ------------------------------------------------------------- transfers
