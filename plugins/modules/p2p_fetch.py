@@ -36,6 +36,7 @@ requirements:
   - libtorrent (python bindings, 2.0 or later) for the interpreter running the module
 extends_documentation_fragment:
   - ansible.builtin.files
+  - p2p.swarm.state_dir
 attributes:
   check_mode:
     support: full
@@ -165,10 +166,6 @@ options:
     description: Address the agent listens on. V(0.0.0.0) and V(::) listen on every address of both families.
     type: str
     default: 0.0.0.0
-  state_dir:
-    description: Directory for the agent script, its status, log and pidfile.
-    type: path
-    default: /var/lib/p2p-swarm
   python:
     description: Interpreter that runs the agent; it must import libtorrent.
     type: path

@@ -36,6 +36,7 @@ author:
   - p2p.swarm contributors (@p2p-swarm)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - p2p.swarm.state_dir
 attributes:
   check_mode:
     support: full
@@ -78,10 +79,6 @@ options:
         info-hash, so that a rerun does not need to read O(src) to compute its SHA-256.
       - Unset uses the SHA-256 of O(src).
     type: str
-  state_dir:
-    description: Directory under which the stamp is kept (in C(unpacked/)).
-    type: path
-    default: /var/lib/p2p-swarm
   force:
     description:
       - Extract even when the stamp says O(dest) already holds this archive.
