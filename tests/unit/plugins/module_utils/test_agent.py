@@ -76,7 +76,7 @@ def test_preferred_port_is_taken_when_free_else_another():
 
 def test_listed_peers_parse_and_resolve():
     found = agent_session.peer_endpoints(['10.0.0.5:6881', '[fd00::5]:6881', 'localhost:7000', '10.0.0.5:6881',
-                                  'no-port', 'bad:port:x'])
+                                          'no-port', 'bad:port:x'])
     assert found[:2] == [('10.0.0.5', 6881), ('fd00::5', 6881)]
     assert found[2][1] == 7000 and found[2][0] in ('127.0.0.1', '::1')
     assert len(found) == 3     # duplicates and unparsable entries left out

@@ -134,7 +134,7 @@ def test_bad_ca_cert_for_the_torrent_fails_clearly(tmp_path, content, pki):
 
 def test_agent_listens_for_tls_only_on_ssl_torrents():
     assert agent_session.session_settings({'listen_address': '10.0.0.5', 'listen_port': 7000,
-                                       'ssl': True})['listen_interfaces'] == '10.0.0.5:7000s'
+                                           'ssl': True})['listen_interfaces'] == '10.0.0.5:7000s'
     assert agent_session.session_settings({'listen_address': '10.0.0.5'})['listen_interfaces'] == '10.0.0.5:0'
 
 
