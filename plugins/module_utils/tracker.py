@@ -14,6 +14,7 @@ next to it, in module_utils and in the state directory alike (the module
 writes every file script_files() names):
 
     tracker_bencode.py   bencoding
+    tracker_registry.py  torrents.json: registrations, claims of runs, allow lists
     tracker_swarm.py     parsing, registrations, peers, peer selection, status
     tracker_http.py      the HTTP server: one asyncio event loop, keep-alive
 
@@ -25,7 +26,9 @@ Endpoints: /announce (BEP 3, compact peers BEP 23, peers6 BEP 7), /scrape
 (Prometheus text) and / (a live HTML view of the swarm).
 
 Only info-hashes listed in <state-dir>/torrents.json are served; the file is
-re-read when it changes, which is how the module registers torrents.
+re-read when it changes, which is how the module registers torrents. With
+no registration left (the last run released its claim, or its lease ran
+out) and no keep-running file, the tracker ends.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -44,6 +47,7 @@ import sys
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_bencode
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_http
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_swarm
 else:             # the script on the host, its files side by side
     _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,6 +56,7 @@ else:             # the script on the host, its files side by side
         sys.dont_write_bytecode = True   # no __pycache__ in the state directory
     import tracker_bencode  # pylint: disable=import-error
     import tracker_http  # pylint: disable=import-error
+    import tracker_registry  # pylint: disable=import-error
     import tracker_swarm  # pylint: disable=import-error
 
 # The names the rest of the collection and the tests use, from where they live.
@@ -85,9 +90,13 @@ MAX_HEAD = tracker_http.MAX_HEAD
 PAGE = tracker_http.PAGE
 
 
+UNUSED_CHECK_EVERY = 1.0
+
+
 def script_files():
     """[(file name, module)]: what the tracker script needs on a host, itself last."""
-    return [('tracker_bencode.py', tracker_bencode), ('tracker_swarm.py', tracker_swarm),
+    return [('tracker_bencode.py', tracker_bencode), ('tracker_registry.py', tracker_registry),
+            ('tracker_swarm.py', tracker_swarm),
             ('tracker_http.py', tracker_http), ('tracker.py', sys.modules[__name__])]
 
 
@@ -127,6 +136,14 @@ def main(argv=None):
         loop.run_until_complete(server.start())
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, loop.stop)
+
+        def end_when_unused():
+            if swarm.unused():
+                log('no registration left: stopping')
+                loop.stop()
+            else:
+                loop.call_later(UNUSED_CHECK_EVERY, end_when_unused)
+        loop.call_later(UNUSED_CHECK_EVERY, end_when_unused)
         log('started pid %d on %s:%d, state dir %s, interval %ds%s'
             % (os.getpid(), args.bind, server.server_address[1], args.state_dir, args.interval,
                ', peers only from %s' % ' '.join(allowed) if allowed else ''))

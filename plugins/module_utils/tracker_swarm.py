@@ -26,8 +26,10 @@ from urllib.parse import unquote_to_bytes
 
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils.tracker_bencode import bencode, failure
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry as registry
 else:             # the script on the host: tracker.py put its directory on sys.path
     from tracker_bencode import bencode, failure  # pylint: disable=import-error
+    import tracker_registry as registry  # pylint: disable=import-error
 
 DEFAULT_INTERVAL = 2
 EXPIRY_MARGIN = 5          # seconds of slack on top of 3 x interval before a peer expires
@@ -50,7 +52,9 @@ COUNTS_EVERY = 1.0
 # longer interval (5000 hosts: 20 s instead of 2 s), which keeps the tracker
 # well inside what it answers (docs/benchmark.md, "Tracker capacity").
 ANNOUNCE_BUDGET = 250
-REGISTRATION_FILE = 'torrents.json'
+REGISTRATION_FILE = registry.FILE_NAME
+# A tracker that ends when unused still waits this long for its first registration.
+UNUSED_GRACE = 60
 EVENTS = ('', 'started', 'completed', 'stopped', 'paused')
 
 _HEX_RE = re.compile(r'\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z')
@@ -201,6 +205,7 @@ def parse_announce(query, client_ip):
         if len(host) > MAX_HOSTNAME or any(ord(c) < 32 or ord(c) == 127 for c in host):
             raise BadRequest('invalid p2p_host')
     req['host'] = host or None
+    req['client_ip'] = client_ip
     req['outcome'] = parse_outcome(params)
     return req
 
@@ -238,34 +243,24 @@ def hash_key(hex_hash):
     return bytes.fromhex(hex_hash)[:20]
 
 
-def parse_registrations(data):
-    """Turn the torrents.json document into [(hexes, name, size)].
+def parse_registrations(data, now=None):
+    """[(hexes, name, size, allowed or None)] served now (see tracker_registry)."""
+    return registry.effective(data, time.time() if now is None else now)
 
-    Entries that do not validate are skipped (and reported) rather than
-    failing the whole file, so one bad line cannot take the tracker down.
-    """
-    if not isinstance(data, dict):
-        raise ValueError('top level must be an object')
-    result = []
-    for hex_hash, entry in data.items():
-        hex_hash = str(hex_hash).lower()
-        entry = entry if isinstance(entry, dict) else {}
-        if not _HEX_RE.match(hex_hash):
-            log('ignoring registration %r: not a 40 or 64 hex digit info-hash' % hex_hash)
-            continue
-        hexes = [hex_hash]
-        aliases = entry.get('aliases') or []
-        if isinstance(aliases, str):
-            aliases = [aliases]
-        for alias in aliases if isinstance(aliases, list) else []:
-            alias = str(alias).lower()
-            if _HEX_RE.match(alias) and alias not in hexes:
-                hexes.append(alias)
-        name = entry.get('name')
-        size = entry.get('size')
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            size = None
-        result.append((hexes, str(name) if name else '', size))
+
+def networks_allow(networks, cache, ip_text):
+    """True when ip_text is inside one of networks (parsed ip_network objects)."""
+    try:
+        return cache[ip_text]
+    except KeyError:
+        pass
+    try:
+        addr = ipaddress.ip_address(normalize_ip(ip_text))
+    except ValueError:
+        return False
+    if len(cache) >= _IP_CACHE_SIZE:
+        cache.clear()
+    result = cache[ip_text] = any(addr in net for net in networks)
     return result
 
 
@@ -293,10 +288,11 @@ class Peer:
 
 
 class Torrent:
-    def __init__(self, hexes, name, size):
+    def __init__(self, hexes, name, size, allowed=None):
         self.hexes = list(hexes)
         self.name = name
         self.size = size
+        self.set_allowed(allowed)
         self.peers = {}       # identity -> Peer; identity is the host name, else the peer id
         self.order = []       # the same Peers in a list, for O(numwant) random samples
         self.downloaded = 0   # completions seen, for scrape
@@ -305,6 +301,14 @@ class Torrent:
     @property
     def primary(self):
         return self.hexes[0]
+
+    def set_allowed(self, allowed):
+        # Each run that registered the torrent adds its hosts; None: anyone.
+        self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed] if allowed else None
+        self._allows_cache = {}
+
+    def allows(self, ip_text):
+        return self.allowed is None or networks_allow(self.allowed, self._allows_cache, ip_text)
 
     def add(self, ident, peer):
         peer.slot = len(self.order)
@@ -339,6 +343,9 @@ class Swarm:
         self.started = clock()
         self._reg_signature = False   # never equal to a real stat signature
         self._reg_checked = None
+        self._reg_data = {}
+        self._next_expiry = None      # wall-clock time the next claim runs out
+        self.ever_registered = False
         self._last_sweep = time.monotonic()
         self._maybe_reload(force=True)
 
@@ -358,24 +365,32 @@ class Swarm:
         except OSError as exc:
             log('cannot stat %s: %s' % (path, exc))
             return
+        wall = self.clock()
         if signature == self._reg_signature:
-            return
-        self._reg_signature = signature
-        if signature is None:
-            entries = []
+            if self._next_expiry is None or wall < self._next_expiry:
+                return
+        elif signature is None:
+            self._reg_data = {}
         else:
             try:
                 with open(path, 'rb') as handle:
-                    entries = parse_registrations(json.loads(handle.read().decode('utf-8')))
+                    data = json.loads(handle.read().decode('utf-8'))
+                parse_registrations(data, wall)
             except (OSError, ValueError) as exc:
                 # Keep serving what we had; try again once the file changes.
                 log('ignoring unreadable %s: %s' % (path, exc))
+                self._reg_signature = signature
                 return
-        self._apply_registrations(entries)
+            self._reg_data = data
+        self._reg_signature = signature
+        live = registry.prune(self._reg_data, wall)
+        self._next_expiry = registry.next_expiry(live)
+        self._apply_registrations(parse_registrations(live, wall))
 
     def _apply_registrations(self, entries):
         torrents, by_key, reused = {}, {}, set()
-        for hexes, name, size in entries:
+        self.ever_registered = self.ever_registered or bool(entries)
+        for hexes, name, size, allowed in entries:
             keys = [hash_key(h) for h in hexes]
             merged = next((by_key[k] for k in keys if k in by_key), None)
             if merged is not None:
@@ -390,9 +405,10 @@ class Swarm:
                 if old is not None:
                     reused.add(id(old))   # keep its peers across the reload
                     old.hexes, old.name, old.size = list(hexes), name, size
+                    old.set_allowed(allowed)
                     torrent = old
                 else:
-                    torrent = Torrent(hexes, name, size)
+                    torrent = Torrent(hexes, name, size, allowed)
                 torrents[torrent.primary] = torrent
             for key in keys:
                 by_key.setdefault(key, torrent)
@@ -450,6 +466,10 @@ class Swarm:
             if torrent is None:
                 self.announces['unregistered'] += 1
                 return failure('unregistered torrent')
+            if not (torrent.allows(req['ip']) and torrent.allows(req.get('client_ip') or req['ip'])):
+                # Only the hosts of the runs that registered it may join or look at a swarm.
+                self.announces['refused'] += 1
+                return failure('address %s not allowed for this torrent' % req['ip'])
             now = self.clock()
             self._sweep(now)
             ident = req['host'] or req['peer_id']
@@ -577,21 +597,16 @@ class Swarm:
 
     def allows(self, ip_text):
         """True when ip_text may take part (no allow list, or inside one of its networks)."""
-        if not self.allowed:
-            return True
-        cache = self._allows_cache
-        try:
-            return cache[ip_text]
-        except KeyError:
-            pass
-        try:
-            addr = ipaddress.ip_address(normalize_ip(ip_text))
-        except ValueError:
-            return False
-        if len(cache) >= _IP_CACHE_SIZE:
-            cache.clear()
-        result = cache[ip_text] = any(addr in net for net in self.allowed)
-        return result
+        return not self.allowed or networks_allow(self.allowed, self._allows_cache, ip_text)
+
+    def unused(self):
+        """True when a tracker that ends when unused should end: no registration
+        left (after having had one, or none for UNUSED_GRACE s) and no keep file."""
+        with self.lock:
+            self._maybe_reload(force=True)
+            if self.torrents or registry.keep_running(self.state_dir):
+                return False
+            return self.ever_registered or self.clock() - self.started > UNUSED_GRACE
 
     def scrape(self, hashes):
         with self.lock:

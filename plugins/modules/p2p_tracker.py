@@ -22,7 +22,14 @@ description:
     C(tracker_*.py) files it imports) written into O(state_dir); the target needs
     Python 3.9 or later and nothing else. No systemd is needed or used.
   - A running tracker whose port, bind address, interval, interpreter or script
-    differ from what the task asks for is restarted.
+    differ from what the task asks for is restarted. Registrations and allow lists
+    never restart it: they are per torrent and merge.
+  - Runs share a tracker safely. With O(user), a registration is that user's claim
+    (with its own allow list and a lease). Runs side by side, or slices of one run
+    on several controllers, each add and later release their own claim. A torrent
+    is served while one claim on it lasts.
+  - Unless O(keep_running=true) was asked for once (a tracker run as a service),
+    the tracker ends by itself when no registration is left.
 author:
   - p2p.swarm contributors (@p2p-swarm)
 options:
@@ -30,9 +37,13 @@ options:
     description:
       - V(started) installs the tracker script, starts the tracker unless it already runs,
         and registers O(info_hashes).
-      - V(stopped) stops the tracker if it runs. Registrations are left as they are.
+      - V(registered) only registers O(info_hashes) with the tracker that runs in
+        O(state_dir), and fails when none runs there.
+      - V(released) drops the claims of O(user) (on O(info_hashes), or on every torrent
+        when empty). A tracker without keep-running ends once nothing is registered.
+      - V(stopped) stops the tracker if it runs and forgets O(keep_running). Registrations are left as they are.
     type: str
-    choices: [started, stopped]
+    choices: [started, registered, released, stopped]
     default: started
   port:
     description: TCP port the tracker listens on.
@@ -71,6 +82,25 @@ options:
     type: list
     elements: raw
     default: []
+  user:
+    description:
+      - Who registers, for example a run's identifier. Its registrations become claims
+        that O(state=released) with the same O(user) drops again, and that end after O(lease).
+      - Empty, registrations are permanent.
+    type: str
+    default: ''
+  lease:
+    description:
+      - Seconds a claim of O(user) lasts when it is never released (a run that was killed).
+    type: int
+    default: 7200
+  keep_running:
+    description:
+      - V(true) keeps the tracker running with no registration (a tracker run as a service);
+        it stays so until O(state=stopped).
+      - V(false) lets it end by itself once the last registration is released or has run out.
+    type: bool
+    default: true
   exclusive:
     description:
       - When V(true), the registrations become exactly O(info_hashes) and every other
@@ -85,11 +115,12 @@ options:
   allowed_networks:
     description:
       - Addresses, networks (CIDR) or host names (resolved on the target) of
-        the hosts that may announce and scrape. Everyone else gets a failure
-        answer and never learns who is in the swarm.
+        the hosts that may announce for O(info_hashes). Everyone else gets a failure
+        answer and never learns who is in the swarm. Each claim has its own list;
+        a torrent admits the hosts of every claim on it.
       - C(/status.json), C(/metrics) and the page stay readable from anywhere
         the tracker's port can be reached (the controller reads the status).
-      - Empty (the default) serves any address. The peer role passes the
+      - Empty (the default) serves any address. The seeder role passes the
         addresses of the play's hosts.
     type: list
     elements: str
@@ -135,6 +166,18 @@ EXAMPLES = r'''
 - name: Watch the swarm in a browser
   ansible.builtin.debug:
     msg: "open http://{{ inventory_hostname }}:{{ tracker.port }}/"
+
+- name: Claim a torrent for one run; the tracker ends once every claim is released
+  p2p.swarm.p2p_tracker:
+    info_hashes: ["{{ torrent.info_hash }}"]
+    user: "{{ run_id }}"
+    keep_running: false
+    allowed_networks: ["10.1.0.0/24"]
+
+- name: Release the run's claim
+  p2p.swarm.p2p_tracker:
+    state: released
+    user: "{{ run_id }}"
 
 - name: Stop the tracker
   p2p.swarm.p2p_tracker:
@@ -217,7 +260,6 @@ import errno
 import json
 import os
 import platform
-import re
 import socket
 import sys
 import time
@@ -226,81 +268,16 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 from ansible_collections.p2p.swarm.plugins.module_utils import addresses
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon
+from ansible_collections.p2p.swarm.plugins.module_utils import locks
 from ansible_collections.p2p.swarm.plugins.module_utils import tracker
+from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry as registry
 
-HEX_RE = re.compile(r'\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z')
 STARTUP_TIMEOUT = 10.0
 WILDCARDS = ('0.0.0.0', '::', '')
 
 
 class TrackerError(Exception):
     pass
-
-
-def normalize_registrations(items):
-    """Validate the info_hashes option into {hex: {"name", "size", "aliases"?}}."""
-    result = {}
-    for index, item in enumerate(items or []):
-        where = 'info_hashes[%d]' % index
-        if isinstance(item, str):
-            item = {'info_hash': item, '_bare': True}
-        if not isinstance(item, dict):
-            raise TrackerError('%s must be a hex string or a dictionary' % where)
-        unknown = set(item) - set(('info_hash', 'info_hash_v2', 'name', 'size', '_bare'))
-        if unknown:
-            raise TrackerError('%s has unknown keys: %s' % (where, ', '.join(sorted(unknown))))
-        hex_hash = str(item.get('info_hash') or '').strip().lower()
-        if not HEX_RE.match(hex_hash):
-            raise TrackerError('%s: %r is not a 40 or 64 hex digit info-hash' % (where, item.get('info_hash')))
-        entry = {'name': str(item.get('name') or ''), 'size': None}
-        size = item.get('size')
-        if size not in (None, ''):
-            try:
-                size = int(size)
-            except (TypeError, ValueError):
-                size = -1
-            if size < 0:
-                raise TrackerError('%s: size must be a non-negative integer' % where)
-            entry['size'] = size
-        v2 = str(item.get('info_hash_v2') or '').strip().lower()
-        if v2:
-            if len(v2) != 64 or not HEX_RE.match(v2):
-                raise TrackerError('%s: info_hash_v2 must be 64 hex digits' % where)
-            if v2 != hex_hash:
-                entry['aliases'] = [v2]
-        if item.get('_bare'):
-            entry['_bare'] = True
-        result[hex_hash] = entry
-    return result
-
-
-def merge_registrations(current, wanted, exclusive):
-    """Return the new torrents.json content. A bare hash keeps an existing entry."""
-    merged = {} if exclusive else dict(current)
-    for hex_hash, entry in wanted.items():
-        if entry.pop('_bare', False) and hex_hash in current:
-            merged[hex_hash] = current[hex_hash]
-        else:
-            merged[hex_hash] = entry
-    return merged
-
-
-def all_hashes(registrations):
-    """Every hex form the tracker will serve for these registrations."""
-    hashes = set(registrations)
-    for entry in registrations.values():
-        if isinstance(entry, dict) and isinstance(entry.get('aliases'), list):
-            hashes.update(str(alias) for alias in entry['aliases'])
-    return sorted(h for h in hashes if HEX_RE.match(h))
-
-
-def load_registrations(path):
-    try:
-        with open(path, 'r') as handle:
-            data = json.load(handle)
-    except (IOError, OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def read_cmdline(pid):
@@ -417,19 +394,46 @@ def wait_until_serving(pid, marker, status_url, log_path, log_offset, port, want
                        % (pid, status_url, timeout, last_error))
 
 
+def resolve_allowed(module, names, result):
+    """Collapsed networks for allowed_networks (names resolved here), or []."""
+    if not names:
+        return []
+    try:
+        networks, unresolved = addresses.resolve_networks(names)
+    except addresses.AddressError as exc:
+        module.fail_json(msg='allowed_networks: %s' % exc, **result)
+    for name in unresolved:
+        module.warn('allowed_networks: cannot resolve %s; left out' % name)
+    if not networks:
+        module.fail_json(msg='allowed_networks: none of %s resolves to an address' % ', '.join(names), **result)
+    return list(addresses.collapse(networks))
+
+
+def set_keep(state_dir, keep):
+    path = os.path.join(state_dir, registry.KEEP_FILE)
+    if keep:
+        daemon.write_atomic(path, 'the tracker keeps running with no registration\n', mode=0o644)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type='str', default='started', choices=['started', 'stopped']),
+            state=dict(type='str', default='started', choices=['started', 'registered', 'released', 'stopped']),
             port=dict(type='int', default=6969),
             bind_address=dict(type='str', default='0.0.0.0'),
             state_dir=dict(type='path', default='/var/lib/p2p-swarm/tracker'),
             interval=dict(type='int', default=2),
             info_hashes=dict(type='list', elements='raw', default=[]),
+            user=dict(type='str', default=''),
+            lease=dict(type='int', default=7200),
+            keep_running=dict(type='bool', default=True),
             exclusive=dict(type='bool', default=False),
             python=dict(type='path'),
             allowed_networks=dict(type='list', elements='str', default=[]),
         ),
+        required_if=[('state', 'released', ('user',))],
         supports_check_mode=True,
     )
     p = module.params
@@ -442,96 +446,114 @@ def main():
     script = os.path.join(state_dir, 'tracker.py')
     pidfile = os.path.join(state_dir, 'tracker.pid')
     log_path = os.path.join(state_dir, 'tracker.log')
-    reg_path = os.path.join(state_dir, tracker.REGISTRATION_FILE)
+    reg_path = os.path.join(state_dir, registry.FILE_NAME)
     public_host = bind if bind not in WILDCARDS else platform.node()
     public_base = 'http://%s:%d' % ('[%s]' % public_host if ':' in public_host else public_host, port)
     local_status_url = local_base(bind, port) + '/status.json'
 
-    pid = daemon.read_pidfile(pidfile, script)
-    current = load_registrations(reg_path)
-    result = dict(
-        changed=False, started=False, pid=pid, port=port, bind_address=bind,
-        announce_path='/announce', url=public_base + '/announce',
-        status_url=public_base + '/status.json', local_status_url=local_status_url,
-        registered=all_hashes(current), added=[], removed=[],
-        state_dir=state_dir, log_file=log_path,
-    )
-
-    if p['state'] == 'stopped':
-        if pid is not None:
-            result['changed'] = True
-            if not module.check_mode:
-                daemon.stop(pid, script)
-                try:
-                    os.unlink(pidfile)
-                except OSError:
-                    pass
-        result['pid'] = None
-        module.exit_json(**result)
-
-    try:
-        wanted = normalize_registrations(p['info_hashes'])
-    except TrackerError as exc:
-        module.fail_json(msg=str(exc), **result)
-    merged = merge_registrations(current, wanted, p['exclusive'])
-    regs_changed = merged != current
-    before, after = set(all_hashes(current)), set(all_hashes(merged))
-    result.update(registered=sorted(after), added=sorted(after - before), removed=sorted(before - after))
-
-    python = p['python'] or sys.executable
-    argv = [python, '-I', script, '--bind', bind, '--port', str(port),
-            '--state-dir', state_dir, '--interval', str(p['interval'])]
-    if p['allowed_networks']:
+    if not module.check_mode and p['state'] != 'stopped':
         try:
-            networks, unresolved = addresses.resolve_networks(p['allowed_networks'])
-        except addresses.AddressError as exc:
-            module.fail_json(msg='allowed_networks: %s' % exc, **result)
-        for name in unresolved:
-            module.warn('allowed_networks: cannot resolve %s; left out' % name)
-        if not networks:
-            module.fail_json(msg='allowed_networks: none of %s resolves to an address'
-                             % ', '.join(p['allowed_networks']), **result)
-        for network in addresses.collapse(networks):
-            argv += ['--allow', network]
-    restart = pid is not None and (read_cmdline(pid) != argv or not script_is_current(script))
-    start = pid is None or restart
-    result['changed'] = start or regs_changed
-    result['started'] = start
-    if module.check_mode:
-        module.exit_json(**result)
+            if not os.path.isdir(state_dir):
+                os.makedirs(state_dir, 0o755)
+        except OSError as exc:
+            module.fail_json(msg='cannot create %s on %s: %s' % (state_dir, platform.node(), exc))
+    # Runs side by side (slices of one run start together) change the
+    # registrations and start the tracker one at a time.
+    with locks.locked(state_dir, 'tracker.lock', module.check_mode or p['state'] == 'stopped'):
+        pid = daemon.read_pidfile(pidfile, script)
+        current = registry.load(reg_path)
+        result = dict(
+            changed=False, started=False, pid=pid, port=port, bind_address=bind,
+            announce_path='/announce', url=public_base + '/announce',
+            status_url=public_base + '/status.json', local_status_url=local_status_url,
+            registered=registry.hashes(current), added=[], removed=[],
+            state_dir=state_dir, log_file=log_path,
+        )
 
-    try:
-        if not os.path.isdir(state_dir):
-            os.makedirs(state_dir, 0o755)
-        if regs_changed:
-            daemon.write_atomic(reg_path, json.dumps(merged, indent=2, sort_keys=True) + '\n', mode=0o644)
-        install_scripts(state_dir)
-        if restart:
-            daemon.stop(pid, script)
-        if start:
-            probe_bind(bind, port)
-            try:
-                log_offset = os.path.getsize(log_path)
-            except OSError:
-                log_offset = 0
-            pid = daemon.spawn(argv, pidfile, log_path)
-        else:
-            log_offset = 0
-        result['pid'] = pid
-        if start or regs_changed:
-            try:
-                wait_until_serving(pid, script, local_status_url, log_path, log_offset, port,
-                                   result['registered'], STARTUP_TIMEOUT)
-            except TrackerError:
-                if start:
-                    # Leave nothing half-started behind.
+        if p['state'] == 'stopped':
+            if pid is not None:
+                result['changed'] = True
+                if not module.check_mode:
                     daemon.stop(pid, script)
-                    result['pid'] = None
-                raise
-    except TrackerError as exc:
-        module.fail_json(msg=str(exc), **result)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg='cannot run the tracker in %s: %s' % (state_dir, exc), **result)
+                    try:
+                        os.unlink(pidfile)
+                    except OSError:
+                        pass
+            if not module.check_mode:
+                set_keep(state_dir, False)
+            result['pid'] = None
+            module.exit_json(**result)
+
+        if p['state'] == 'released':
+            try:
+                wanted = registry.normalize(p['info_hashes']) if p['info_hashes'] else None
+            except registry.RegistrationError as exc:
+                module.fail_json(msg=str(exc), **result)
+            merged = registry.release(current, p['user'], None if wanted is None else set(wanted))
+        else:
+            if p['state'] == 'registered' and pid is None:
+                module.fail_json(msg='no tracker runs in %s on %s: start it first (the p2p.swarm.tracker role)'
+                                 % (state_dir, platform.node()), **result)
+            try:
+                wanted = registry.normalize(p['info_hashes'])
+            except registry.RegistrationError as exc:
+                module.fail_json(msg=str(exc), **result)
+            allowed = resolve_allowed(module, p['allowed_networks'], result)
+            merged = registry.claim(current, wanted, user=p['user'], expires=time.time() + p['lease'],
+                                    allowed=allowed, exclusive=p['exclusive'])
+        before, after = set(registry.hashes(current)), set(registry.hashes(merged))
+        result.update(registered=sorted(after), added=sorted(after - before), removed=sorted(before - after))
+        # A renewed claim is no change: what the tracker serves stays the same.
+        regs_changed = merged != current
+        result['changed'] = before != after
+
+        python = p['python'] or sys.executable
+        argv = [python, '-I', script, '--bind', bind, '--port', str(port),
+                '--state-dir', state_dir, '--interval', str(p['interval'])]
+        start = p['state'] == 'started' and (
+            pid is None or read_cmdline(pid) != argv or not script_is_current(script))
+        restart = start and pid is not None
+        keep_now = registry.keep_running(state_dir)
+        result['started'] = start
+        result['changed'] = result['changed'] or start or (p['state'] == 'started' and p['keep_running'] and not keep_now)
+        if module.check_mode:
+            module.exit_json(**result)
+        if p['state'] == 'started' and not p['keep_running'] and not merged and pid is None:
+            module.fail_json(msg='nothing to serve: a tracker with keep_running=false needs info_hashes', **result)
+
+        try:
+            if regs_changed:
+                daemon.write_atomic(reg_path, registry.dumps(merged), mode=0o644)
+            if p['state'] != 'started':
+                module.exit_json(**result)
+            if p['keep_running']:
+                set_keep(state_dir, True)
+            install_scripts(state_dir)
+            if restart:
+                daemon.stop(pid, script)
+            if start:
+                probe_bind(bind, port)
+                try:
+                    log_offset = os.path.getsize(log_path)
+                except OSError:
+                    log_offset = 0
+                pid = daemon.spawn(argv, pidfile, log_path)
+            else:
+                log_offset = 0
+            result['pid'] = pid
+            if start or regs_changed:
+                try:
+                    wait_until_serving(pid, script, local_status_url, log_path, log_offset, port,
+                                       result['registered'], STARTUP_TIMEOUT)
+                except TrackerError:
+                    if start:
+                        daemon.stop(pid, script)
+                        result['pid'] = None
+                    raise
+        except TrackerError as exc:
+            module.fail_json(msg=str(exc), **result)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg='cannot run the tracker in %s: %s' % (state_dir, exc), **result)
     module.exit_json(**result)
 
 

@@ -6,12 +6,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
 
 from ansible_collections.p2p.swarm.plugins.module_utils import daemon
-from ansible_collections.p2p.swarm.plugins.modules import p2p_tracker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 COLLECTIONS = os.path.join(ROOT, '.collections')
@@ -167,13 +167,57 @@ def test_bad_info_hashes_fail(env, item, message):
     assert not os.path.exists(os.path.join(env['state_dir'], 'tracker.pid'))
 
 
-def test_merge_and_normalize():
-    wanted = p2p_tracker.normalize_registrations([HASH_A.upper(), {'info_hash': HASH_B, 'size': '10'}])
-    assert wanted == {HASH_A: {'name': '', 'size': None, '_bare': True}, HASH_B: {'name': '', 'size': 10}}
-    current = {HASH_A: {'name': 'kept', 'size': 5}, 'ee' * 20: {'name': 'other', 'size': None}}
-    merged = p2p_tracker.merge_registrations(current, wanted, exclusive=False)
-    assert merged == {HASH_A: {'name': 'kept', 'size': 5}, HASH_B: {'name': '', 'size': 10},
-                      'ee' * 20: {'name': 'other', 'size': None}}
-    wanted = p2p_tracker.normalize_registrations([HASH_B])
-    assert p2p_tracker.merge_registrations(current, wanted, exclusive=True) == {HASH_B: {'name': '', 'size': None}}
-    assert p2p_tracker.all_hashes({HASH_A: {'aliases': [HASH_V2]}, 'junk': {}}) == [HASH_A, HASH_V2]
+def test_claims_merge_without_a_restart_and_the_tracker_ends_with_the_last(env):
+    """Two runs share one tracker: each its own claim and allow list; the
+    tracker (not kept running) ends once both released theirs."""
+    first = run_module(info_hashes=[HASH_A], user='run1', keep_running=False,
+                       allowed_networks=['127.0.0.1'], **env)
+    assert first['changed'] and first['started'] and first['pid']
+    second = run_module(info_hashes=[HASH_A, HASH_B], user='run2', keep_running=False,
+                        allowed_networks=['127.0.0.2'], **env)
+    assert second['pid'] == first['pid'] and not second['started']
+    assert second['added'] == [HASH_B]
+    regs = json.load(open(os.path.join(env['state_dir'], 'torrents.json')))
+    assert sorted(regs[HASH_A]['users']) == ['run1', 'run2']
+    assert regs[HASH_A]['users']['run2']['allowed'] == ['127.0.0.2/32']
+    again = run_module(info_hashes=[HASH_A], user='run1', keep_running=False,
+                       allowed_networks=['127.0.0.1'], **env)
+    assert again['changed'] is False, 'a renewed claim changes nothing that is served'
+    released = run_module(state='released', user='run1', **env)
+    assert released['changed'] is False and released['registered'] == [HASH_A, HASH_B]
+    assert HASH_A in status(env['port'])['torrents']
+    released = run_module(state='released', user='run2', **env)
+    assert released['removed'] == [HASH_A, HASH_B]
+    script = os.path.join(env['state_dir'], 'tracker.py')
+    for _attempt in range(50):
+        if not daemon.is_running(first['pid'], script):
+            break
+        time.sleep(0.1)
+    assert not daemon.is_running(first['pid'], script), 'the tracker outlived its last registration'
+    assert 'no registration left' in open(os.path.join(env['state_dir'], 'tracker.log')).read()
+
+
+def test_concurrent_claims_start_one_tracker(env):
+    """Slices of one run start together: one tracker, every claim kept."""
+    env_vars = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    procs = [subprocess.Popen(
+        [sys.executable, '-m', 'ansible_collections.p2p.swarm.plugins.modules.p2p_tracker'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env_vars, cwd='/')
+        for _slice in range(4)]
+    for index, proc in enumerate(procs):
+        proc.stdin.write(json.dumps({'ANSIBLE_MODULE_ARGS': dict(
+            info_hashes=[HASH_A], user='slice%d' % index, keep_running=False, **env)}))
+        proc.stdin.close()
+    results = [json.loads(proc.stdout.read()) for proc in procs]
+    for proc in procs:
+        proc.wait(timeout=60)
+    assert not any(r.get('failed') for r in results), results
+    assert len(set(r['pid'] for r in results)) == 1
+    assert sum(r['started'] for r in results) == 1
+    regs = json.load(open(os.path.join(env['state_dir'], 'torrents.json')))
+    assert sorted(regs[HASH_A]['users']) == ['slice0', 'slice1', 'slice2', 'slice3']
+
+
+def test_registering_needs_a_running_tracker(env):
+    result = run_module(state='registered', info_hashes=[HASH_A], user='run1', **env)
+    assert result['failed'] and 'no tracker runs in' in result['msg']
