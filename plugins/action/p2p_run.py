@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright: p2p.swarm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The start of a run, on the controller: refuse a play the roles cannot
+work in, and pick the run's identifier.
+
+The roles do the seeder's and the tracker's steps once per play (run_once).
+Under `strategy: free` Ansible runs run_once tasks on every host, so each
+host would make its own torrent and end the tracker for everyone: refused
+here, in one line, before anything runs.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import secrets
+import string
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+ARGUMENT_SPEC = dict(
+    run_id=dict(type='str', default=''),
+)
+ALPHABET = string.ascii_lowercase + string.digits
+
+
+def play_strategy(task):
+    """The strategy of the play the task belongs to, or None when unknown."""
+    block = task._parent
+    while block is not None and getattr(block, '_play', None) is None:
+        block = getattr(block, '_parent', None)
+    play = getattr(block, '_play', None) if block is not None else None
+    return getattr(play, 'strategy', None)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        strategy = play_strategy(self._task)
+        if strategy and strategy.rsplit('.', 1)[-1] == 'free':
+            raise AnsibleActionFail(
+                'p2p.swarm roles need a play with the linear strategy (strategy: free runs their '
+                'once-per-play steps on every host); use strategy: linear for this play')
+        run_id = args['run_id'] or ''.join(secrets.choice(ALPHABET) for _ in range(12))
+        result.update(changed=False, run_id=run_id, strategy=strategy or 'linear',
+                      ansible_facts={'p2p_run_id': run_id})
+        return result
