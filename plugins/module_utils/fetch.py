@@ -21,6 +21,7 @@ from ansible_collections.p2p.swarm.plugins.module_utils import addresses
 from ansible_collections.p2p.swarm.plugins.module_utils import agent as agent_lib
 from ansible_collections.p2p.swarm.plugins.module_utils import fileops
 from ansible_collections.p2p.swarm.plugins.module_utils import jobs
+from ansible_collections.p2p.swarm.plugins.module_utils import locks
 from ansible_collections.p2p.swarm.plugins.module_utils import metainfo
 from ansible_collections.p2p.swarm.plugins.module_utils import verify
 from ansible_collections.p2p.swarm.plugins.module_utils import versions
@@ -429,4 +430,8 @@ def run(module):
         module.fail_json(msg='torrent file %s does not exist' % module.params['torrent'])
     if module.params['state'] == 'present':
         check_dest(module, os.path.abspath(module.params['dest']))
+    if module.params['state'] == 'seeding':
+        # Slices of one run (or runs of one file) start the same seed at once: one does.
+        with locks.locked(module.params['state_dir'], 'seed.lock', module.check_mode):
+            Fetch(module).seeding()
     getattr(Fetch(module), module.params['state'])()

@@ -23,7 +23,7 @@ description:
     Python 3.9 or later and nothing else. No systemd is needed or used.
   - A running tracker whose port, bind address, interval, interpreter or script
     differ from what the task asks for is restarted. Registrations and allow lists
-    never restart it: they are per torrent and merge.
+    never restart it (they are per torrent and merge).
   - Runs share a tracker safely. With O(user), a registration is that user's claim
     (with its own allow list and a lease). Runs side by side, or slices of one run
     on several controllers, each add and later release their own claim. A torrent

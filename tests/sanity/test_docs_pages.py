@@ -18,7 +18,8 @@ PAGES = ['getting-started.md', 'roles.md', 'how-it-works.md', 'troubleshooting.m
 # Names that are not role variables: the playbook's own variable, the
 # announce parameter the agents send to the tracker, and the result the
 # seeder's torrent step registers.
-OTHER_NAMES = {'p2p_targets', 'p2p_host', 'p2p_torrent_result'}
+# Facts the roles set for later tasks and plays, and the playbook's pattern.
+OTHER_NAMES = {'p2p_targets', 'p2p_host', 'p2p_torrent_result', 'p2p_swarm', 'p2p_agent_python', 'p2p_run_id'}
 
 
 def read(path):

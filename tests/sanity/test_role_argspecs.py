@@ -193,7 +193,6 @@ PLAYBOOK = '''
   gather_facts: false
   vars:
     p2p_file: "{{ '/build/app.tar.gz' }}"
-    p2p_agent_python: /usr/bin/python3
     p2p_torrent_result: {info_hash: 0123456789abcdef0123456789abcdef01234567, name: app.tar.gz, size: 1048576}
   tasks:
     - name: Tracker, started with a registration
@@ -205,6 +204,16 @@ PLAYBOOK = '''
             name: "{{ p2p_torrent_result.name }}"
             size: "{{ p2p_torrent_result.size }}"
         p2p_tracker_state: started
+        p2p_tracker_user: run1
+        p2p_tracker_keep_running: false
+      tags: [always]
+
+    - name: Tracker, released by a run
+      ansible.builtin.include_role:
+        name: p2p.swarm.tracker
+      vars:
+        p2p_tracker_state: released
+        p2p_tracker_user: run1
       tags: [always]
 
     - name: Tracker, stopped
@@ -226,7 +235,10 @@ PLAYBOOK = '''
       ansible.builtin.include_role:
         name: p2p.swarm.seeder
         tasks_from: "{{ item }}"
-      loop: [main, torrent, seed, stop]
+      loop: [main, seed, release, stop]
+      vars:
+        p2p_seeder_state: published
+        p2p_tracker_host: localhost
       tags: [always]
 '''
 
@@ -236,26 +248,26 @@ def test_every_entry_point_passes_validation(inventory, tmp_path):
     playbook.write_text(PLAYBOOK)
     proc = validate(inventory, str(playbook))
     assert proc.returncode == 0, explain(proc)
-    for entry in ('main', 'libtorrent', 'torrent', 'seed', 'stop'):
+    for entry in ('main', 'libtorrent', 'seed', 'release', 'stop'):
         assert "%s '%s'" % (VALIDATED, entry) in proc.stdout, entry
-    # peer main, tracker main twice, seeder main: four validations of a main entry point.
-    assert proc.stdout.count("%s 'main'" % VALIDATED) == 4, explain(proc)
+    # peer main, tracker main three times, seeder main: five validations of a main entry point.
+    assert proc.stdout.count("%s 'main'" % VALIDATED) == 5, explain(proc)
     assert 'failed=0' in proc.stdout
 
 
-def test_seeder_entry_points_need_the_agent_interpreter(inventory, tmp_path):
-    playbook = tmp_path / 'stop.yml'
+def test_seeder_state_is_one_of_its_choices(inventory, tmp_path):
+    playbook = tmp_path / 'seeder.yml'
     playbook.write_text('''
 - hosts: localhost
   gather_facts: false
   tasks:
     - ansible.builtin.include_role:
         name: p2p.swarm.seeder
-        tasks_from: stop
       vars:
         p2p_file: /build/app.tar.gz
+        p2p_seeder_state: later
       tags: [always]
 ''')
     proc = validate(inventory, str(playbook))
     assert proc.returncode != 0
-    assert 'missing required arguments: p2p_agent_python' in proc.stdout, explain(proc)
+    assert 'p2p_seeder_state must be one of: seeding, published, stopped, got: later' in proc.stdout, explain(proc)
