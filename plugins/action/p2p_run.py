@@ -50,7 +50,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(
                 'p2p.swarm roles need a play with the linear strategy (strategy: free runs their '
                 'once-per-play steps on every host); use strategy: linear for this play')
-        run_id = args['run_id'] or ''.join(secrets.choice(ALPHABET) for _ in range(12))
+        run_id = args['run_id'] or ''.join(secrets.choice(ALPHABET) for _char in range(12))
         result.update(changed=False, run_id=run_id, strategy=strategy or 'linear',
                       ansible_facts={'p2p_run_id': run_id})
         return result
