@@ -8,7 +8,8 @@ need_apt=()
 # tcpdump: the security tests capture the lab bridge (tests/integration/test_faults.py).
 # chromium: the tracker's progress page in a headless browser (tests/integration/test_progress_page.py).
 # mmdebstrap, apt-ftparchive (apt-utils): the lab's image hosts and their apt repos (tests/lab/images.py).
-for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge:iproute2 unshare:util-linux tcpdump:tcpdump chromium:chromium mmdebstrap:mmdebstrap apt-ftparchive:apt-utils; do
+# opentracker: a whitelisting tracker that is not the collection's (tests/integration/test_compose.py, bench/tracker_load.py).
+for cmd in sshd:openssh-server ssh:openssh-client ip:iproute2 tc:iproute2 bridge:iproute2 unshare:util-linux tcpdump:tcpdump chromium:chromium mmdebstrap:mmdebstrap apt-ftparchive:apt-utils opentracker:opentracker; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

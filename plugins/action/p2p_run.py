@@ -14,6 +14,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import json
+import platform
 import secrets
 import string
 
@@ -22,6 +25,7 @@ from ansible.plugins.action import ActionBase
 
 ARGUMENT_SPEC = dict(
     run_id=dict(type='str', default=''),
+    claim_key=dict(type='list', elements='str', default=[]),
 )
 ALPHABET = string.ascii_lowercase + string.digits
 
@@ -33,6 +37,15 @@ def play_strategy(task):
         block = getattr(block, '_parent', None)
     play = getattr(block, '_play', None) if block is not None else None
     return getattr(play, 'strategy', None)
+
+
+def claim_identity(key, hosts):
+    """The name of a run's claim on the tracker: the same for the same command
+    run again from this controller (a rerun after a killed run takes over and
+    releases the claim that run left), different for another file, another
+    destination or another slice of hosts (runs side by side keep theirs)."""
+    text = json.dumps([platform.node(), sorted(hosts)] + list(key), sort_keys=True)
+    return 'run-' + hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
 
 
 class ActionModule(ActionBase):
@@ -51,6 +64,7 @@ class ActionModule(ActionBase):
                 'p2p.swarm roles need a play with the linear strategy (strategy: free runs their '
                 'once-per-play steps on every host); use strategy: linear for this play')
         run_id = args['run_id'] or ''.join(secrets.choice(ALPHABET) for _char in range(12))
-        result.update(changed=False, run_id=run_id, strategy=strategy or 'linear',
-                      ansible_facts={'p2p_run_id': run_id})
+        claim_id = claim_identity(args['claim_key'], (task_vars or {}).get('ansible_play_hosts_all') or [])
+        result.update(changed=False, run_id=run_id, claim_id=claim_id, strategy=strategy or 'linear',
+                      ansible_facts={'p2p_run_id': run_id, 'p2p_claim_id': claim_id})
         return result

@@ -103,6 +103,7 @@ class Agent(object):
         self.swarm_done_since = None
         self.announced_ok = False
         self.last_tracker_error = None
+        self.unregistered = False     # the tracker answered that it no longer serves the torrent
         self.last_reply_at = None     # when the tracker last answered
         self.failing_since = None     # first failed announce since its last answer
         self.last_peer_at = None      # last tick with at least one peer connected
@@ -228,12 +229,14 @@ class Agent(object):
             self.announced_ok = True
             self.last_reply_at = time.time()
             self.failing_since = None
+            self.unregistered = False
         elif isinstance(alert, lt.tracker_error_alert):
             url = alert.tracker_url().split('?', 1)[0]
             # The tracker's own words ("unregistered torrent") say more than
             # libtorrent's generic "tracker sent a failure message".
             reason = alert.failure_reason() or alert.error.message()
             self.last_tracker_error = '%s: %s' % (url, reason)
+            self.unregistered = 'unregistered torrent' in reason
             if 'abort' not in reason.lower():   # replace_trackers() aborts the announce in flight
                 self.failing_since = self.failing_since or time.time()
 
@@ -388,9 +391,10 @@ class Agent(object):
                 and now - (self.last_peer_at or self.started) > grace):
             self.fail('tracker unreachable and no peer for %d s: %s' % (grace, self.last_tracker_error or 'no answer'))
             return 'failed'
-        if self.seed and self.tracker_gone_since(self.started):
-            # The tracker no longer serves the torrent: every run that used
-            # this seed released its claim (or the tracker ended with them).
+        if self.seed and self.announced_ok and self.unregistered:
+            # The tracker says it no longer serves the torrent: every run
+            # that used this seed released its claim. (A tracker that is
+            # merely unreachable says nothing: the seed goes on.)
             return 'torrent no longer on the tracker'
         if state == 'seeding' and not self.seed:
             if self.swarm_done_since and now - self.swarm_done_since >= SWARM_DONE_HOLD:

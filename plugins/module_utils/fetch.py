@@ -108,6 +108,28 @@ def allowed_networks(module, entries):
     return networks
 
 
+def write_pem(module, name, mode):
+    """<name>_content given: keep it at <name> (only when it differs; in check
+    mode in a temporary copy). Returns the path to use."""
+    data = module.params[name + '_content']
+    data = (data if data.endswith('\n') else data + '\n').encode('utf-8')
+    path = module.params[name]
+    if module.check_mode:
+        path = os.path.join(module.tmpdir, 'check.' + name)
+    elif os.path.isfile(path):
+        with open(path, 'rb') as handle:
+            if handle.read() == data:
+                return path
+    try:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        fileops.write_atomic(path, data, mode=mode)
+    except OSError as exc:
+        module.fail_json(msg='cannot write %s %s: %s' % (name, path, exc.strerror or exc))
+    return path
+
+
 def check_ssl_files(module, ti, params):
     """For an SSL torrent, ssl_cert and ssl_key must name readable PEM files."""
     if not ti.ssl_cert():
@@ -428,6 +450,9 @@ def run(module):
                          msg='torrent %s is not on this host: no agent of it runs' % module.params['torrent'])
     if not os.path.isfile(module.params['torrent']):
         module.fail_json(msg='torrent file %s does not exist' % module.params['torrent'])
+    for name, mode in (('ssl_cert', 0o644), ('ssl_key', 0o600)):
+        if module.params[name + '_content'] is not None:
+            module.params[name] = write_pem(module, name, mode)
     if module.params['state'] == 'present':
         check_dest(module, os.path.abspath(module.params['dest']))
     if module.params['state'] == 'seeding':

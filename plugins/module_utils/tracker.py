@@ -43,6 +43,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_bencode
@@ -137,12 +138,21 @@ def main(argv=None):
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, loop.stop)
 
+        # Unused for a few announce intervals first: seeds hear "unregistered
+        # torrent" from it (their cue to end) rather than a closed port.
+        linger = 3 * args.interval + 1
+        unused_since = []
+
         def end_when_unused():
-            if swarm.unused():
+            if not swarm.unused():
+                del unused_since[:]
+            elif not unused_since:
+                unused_since.append(time.monotonic())
+            elif time.monotonic() - unused_since[0] >= linger:
                 log('no registration left: stopping')
                 loop.stop()
-            else:
-                loop.call_later(UNUSED_CHECK_EVERY, end_when_unused)
+                return
+            loop.call_later(UNUSED_CHECK_EVERY, end_when_unused)
         loop.call_later(UNUSED_CHECK_EVERY, end_when_unused)
         log('started pid %d on %s:%d, state dir %s, interval %ds%s'
             % (os.getpid(), args.bind, server.server_address[1], args.state_dir, args.interval,

@@ -154,6 +154,12 @@ def prune(current, now):
     return result
 
 
+def has_claims(current, now):
+    """True while some run holds an unexpired claim in the document."""
+    return any(isinstance(e, dict) and isinstance(e.get('users'), dict) and e['users']
+               for e in prune(current, now).values())
+
+
 def next_expiry(current):
     """The earliest claim expiry in the document, or None."""
     times = [float(c['expires']) for e in current.values() if isinstance(e, dict)

@@ -345,7 +345,7 @@ class Swarm:
         self._reg_checked = None
         self._reg_data = {}
         self._next_expiry = None      # wall-clock time the next claim runs out
-        self.ever_registered = False
+        self.ever_registered = False  # some run claimed a torrent here once
         self._last_sweep = time.monotonic()
         self._maybe_reload(force=True)
 
@@ -389,7 +389,6 @@ class Swarm:
 
     def _apply_registrations(self, entries):
         torrents, by_key, reused = {}, {}, set()
-        self.ever_registered = self.ever_registered or bool(entries)
         for hexes, name, size, allowed in entries:
             keys = [hash_key(h) for h in hexes]
             merged = next((by_key[k] for k in keys if k in by_key), None)
@@ -600,11 +599,16 @@ class Swarm:
         return not self.allowed or networks_allow(self.allowed, self._allows_cache, ip_text)
 
     def unused(self):
-        """True when a tracker that ends when unused should end: no registration
-        left (after having had one, or none for UNUSED_GRACE s) and no keep file."""
+        """True when a tracker that ends when unused should end: no run's claim
+        left (after having had one, or none for UNUSED_GRACE s) and no keep file.
+        Permanent registrations (older versions wrote only those) are served
+        while it runs but keep only a kept-running tracker alive."""
         with self.lock:
             self._maybe_reload(force=True)
-            if self.torrents or registry.keep_running(self.state_dir):
+            if registry.keep_running(self.state_dir):
+                return False
+            if registry.has_claims(self._reg_data, self.clock()):
+                self.ever_registered = True
                 return False
             return self.ever_registered or self.clock() - self.started > UNUSED_GRACE
 

@@ -220,6 +220,16 @@ options:
       - Path on the managed host of the private key (PEM, unencrypted) of
         O(ssl_cert). Keep it C(0600).
     type: path
+  ssl_cert_content:
+    description:
+      - The certificate itself (PEM text), written to O(ssl_cert) (mode C(0644)) when that differs,
+        so the certificate needs no copy task of its own.
+    type: str
+  ssl_key_content:
+    description:
+      - The private key itself (PEM text), written to O(ssl_key) with mode C(0600) when that differs.
+      - Never logged.
+    type: str
 notes:
   - O(mode) is applied before the file gets its final name when it is an octal
     number; a symbolic mode is applied right after.
@@ -382,11 +392,14 @@ def main():
             ssl_cert=dict(type='path'),
             ssl_key=dict(type='path'),
             torrent_content=dict(type='str'),
+            ssl_cert_content=dict(type='str'),
+            ssl_key_content=dict(type='str', no_log=True),
         ),
         add_file_common_args=True,
         supports_check_mode=True,
         required_if=[('state', 'present', ('torrent', 'dest')), ('state', 'seeding', ('torrent', 'dest'))],
         required_together=[('torrent', 'dest')],
+        required_by={'ssl_cert_content': 'ssl_cert', 'ssl_key_content': 'ssl_key'},
     )
     fetch.run(module)
 

@@ -202,3 +202,74 @@ def test_strategy_free_is_refused_in_one_line_before_anything_runs(lab, env, pay
     for host in peers(lab):
         assert lab.exec(host, ['test', '-e', '/srv/free.bin']).returncode != 0
     assert swarm_ended(lab, within=1) == []
+
+
+def test_opentracker_with_a_whitelist(lab, env, payloads, tmp_path):
+    """A tracker that is not the collection's: Debian's opentracker, which
+    serves only whitelisted info-hashes. The seeder publishes, a task
+    whitelists the hash (as docs/how-it-works.md says), the peers get the
+    file and report their own outcome; the release stops the seed."""
+    path, digest = payloads[0]
+    tracker, web = peers(lab)[0], peers(lab)[1:]
+    root = '/tmp/opentracker'
+    lab.exec(tracker, ['mkdir', '-p', root], check=True)
+    lab.exec(tracker, ['sh', '-c', ': > %s/whitelist.txt && chmod 755 %s && chmod 644 %s/whitelist.txt'
+                       % (root, root, root)], check=True)
+    # Started as root it chroots into tracker.rootdir: the whitelist path is as seen from inside.
+    conf = ('listen.tcp 0.0.0.0:6970\nlisten.udp 0.0.0.0:6971\naccess.whitelist /whitelist.txt\n'
+            'tracker.rootdir %s\ntracker.user nobody\n' % root)
+    lab.exec(tracker, ['sh', '-c', 'cat > %s/opentracker.conf' % root], input=conf, check=True)
+    started = lab.exec(tracker, ['sh', '-c', 'opentracker -f %s/opentracker.conf >/dev/null 2>&1 & echo $!' % root])
+    assert started.returncode == 0, started.stderr
+    playbook = write_playbook(tmp_path, """
+- name: Build host publishes the release
+  hosts: seed
+  gather_facts: false
+  roles:
+    - role: p2p.swarm.seeder
+      p2p_file: %(path)s
+      p2p_tracker_url: http://%(address)s:6970/announce
+      p2p_torrent_version: v1
+      p2p_wheel_dir: %(wheels)s
+
+- name: Whitelist the torrent on opentracker
+  hosts: %(tracker)s
+  gather_facts: false
+  tasks:
+    - name: Add the info-hash to the whitelist
+      ansible.builtin.lineinfile:
+        path: %(root)s/whitelist.txt
+        line: "{{ hostvars.seed.p2p_swarm.info_hash }}"
+    - name: Make opentracker read it again
+      ansible.builtin.command: pkill -HUP -x opentracker
+      changed_when: true
+
+- name: Web servers get it
+  hosts: peers:!%(tracker)s
+  gather_facts: false
+  roles:
+    - role: p2p.swarm.peer
+      p2p_seeder_host: seed
+      p2p_dest: /srv/opentracker.bin
+      p2p_wheel_dir: %(wheels)s
+
+- name: The release is out
+  hosts: seed
+  gather_facts: false
+  tasks:
+    - name: Stop the seed (opentracker does not tell it)
+      ansible.builtin.include_role:
+        name: p2p.swarm.seeder
+        tasks_from: release
+""" % {'tracker': tracker, 'path': path, 'wheels': WHEEL_DIR, 'root': root, 'address': lab.address(tracker)})
+    try:
+        proc = run_playbook(lab, env, FORKS, {}, playbook=playbook)
+        assert proc.returncode == 0, describe(proc)
+        for host in web:
+            assert host_sha256(lab, host, '/srv/opentracker.bin') == digest, host
+        # The agents were asked (no status to read) and ended; the seed was stopped.
+        assert swarm_ended(lab) == []
+        whitelist = lab.exec(tracker, ['cat', root + '/whitelist.txt']).stdout.split()
+        assert len(whitelist) == 1 and len(whitelist[0]) == 40, whitelist
+    finally:
+        lab.exec(tracker, ['pkill', '-x', 'opentracker'])

@@ -201,7 +201,7 @@ def stranger_tries(lab, env, stranger, python, info_hash, seconds=8):
     answer). The scripts go to the stranger as text: nothing of the
     controller's checkout or venv runs there."""
     # The torrent the play pushed to the peers, copied into the stranger's private /tmp.
-    shutil.copy(os.path.join(env['HOME'], '.cache', 'p2p-swarm', info_hash + '.torrent'),
+    shutil.copy(lab.host_dir(peers(lab)[0]) + '/var/lib/p2p-swarm/torrents/%s.torrent' % info_hash,
                 lab.host_dir(stranger) + '/tmp/stranger.torrent')
     torrent = '/tmp/stranger.torrent'
     entry = tracker_status(lab)['torrents'][info_hash]
@@ -482,6 +482,34 @@ def test_tracker_restart_mid_swarm_every_host_finishes(lab, env, payload, tmp_pa
     wait_for(answers, 30, 'the new tracker to answer')
     proc = play.finish(timeout=600)
     assert proc.returncode == 0, describe(proc)
+    for host in peers(lab):
+        assert host_sha256(lab, host, dest) == payload[1], host
+    assert swarm_ended(lab) == []
+
+
+def test_tracker_killed_mid_swarm_the_wait_names_it_within_a_minute(lab, env, payload, tmp_path):
+    """The tracker dies and stays dead: the wait gives up on it within a
+    minute, naming it, and the hosts (which finish from their listed peers)
+    are asked and reported as done, long before p2p_timeout."""
+    dest = DIR + '/trackerkilled.bin'
+    play = BackgroundPlaybook(lab, env, FORKS, base_vars(payload[0], dest=dest, p2p_download_rate_limit=RATE),
+                              tmp_path)
+    pidfile = lab.host_dir('seed') + '/var/lib/p2p-swarm/tracker/tracker.pid'
+    since = time.time()
+
+    def under_way():
+        assert play.proc.poll() is None, describe(play.finish())
+        return max(one_status(lab, h, dest, since).get('progress', 0) for h in peers(lab)) >= 0.2
+    wait_for(under_way, 480, 'the swarm to be under way')
+    with open(pidfile) as handle:
+        kill_pid(int(handle.read()), b'tracker.py')
+    killed = time.time()
+    proc = play.finish(timeout=600)
+    ended = time.time() - killed
+    assert proc.returncode == 0, describe(proc)
+    assert 'unreachable' in proc.stdout and 'giving up' in proc.stdout, describe(proc)
+    # 60 s for the wait to give up, then one short round to the hosts.
+    assert ended < 120, (ended, describe(proc))
     for host in peers(lab):
         assert host_sha256(lab, host, dest) == payload[1], host
     assert swarm_ended(lab) == []

@@ -189,7 +189,7 @@ def test_claims_merge_without_a_restart_and_the_tracker_ends_with_the_last(env):
     released = run_module(state='released', user='run2', **env)
     assert released['removed'] == [HASH_A, HASH_B]
     script = os.path.join(env['state_dir'], 'tracker.py')
-    for _attempt in range(50):
+    for _attempt in range(150):
         if not daemon.is_running(first['pid'], script):
             break
         time.sleep(0.1)
