@@ -20,12 +20,12 @@ import time
 
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils.tracker_bencode import failure
-    from ansible_collections.p2p.swarm.plugins.module_utils.tracker_swarm import (
-        DEFAULT_INTERVAL, BadRequest, Swarm, log, parse_announce, parse_scrape)
+    from ansible_collections.p2p.swarm.plugins.module_utils.tracker_requests import BadRequest, parse_announce, parse_scrape
+    from ansible_collections.p2p.swarm.plugins.module_utils.tracker_swarm import DEFAULT_INTERVAL, Swarm, log
 else:             # the script on the host: tracker.py put its directory on sys.path
     from tracker_bencode import failure  # pylint: disable=import-error
-    from tracker_swarm import (  # pylint: disable=import-error
-        DEFAULT_INTERVAL, BadRequest, Swarm, log, parse_announce, parse_scrape)
+    from tracker_requests import BadRequest, parse_announce, parse_scrape  # pylint: disable=import-error
+    from tracker_swarm import DEFAULT_INTERVAL, Swarm, log  # pylint: disable=import-error
 
 MAX_HEAD = 16384           # request line + headers, bytes
 HEAD_DEADLINE = 10.0       # a client gets this long to send its request, in total
