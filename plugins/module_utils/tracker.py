@@ -16,7 +16,8 @@ writes every file script_files() names):
     tracker_bencode.py   bencoding
     tracker_registry.py  torrents.json: registrations, claims of runs, allow lists
     tracker_requests.py  announce and scrape parsing, client addresses
-    tracker_swarm.py     registrations, peers, peer selection, status
+    tracker_status.py    status.json and Prometheus metrics
+    tracker_swarm.py     registrations, peers, announces, peer selection
     tracker_http.py      the HTTP server: one asyncio event loop, keep-alive
 
 Run as a script (python3 -I leaves the script's directory off sys.path) it
@@ -50,6 +51,7 @@ if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_http
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_requests
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_status
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_swarm
 else:             # the script on the host, its files side by side
     _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,6 +62,7 @@ else:             # the script on the host, its files side by side
     import tracker_http  # pylint: disable=import-error
     import tracker_registry  # pylint: disable=import-error
     import tracker_requests  # pylint: disable=import-error
+    import tracker_status  # pylint: disable=import-error
     import tracker_swarm  # pylint: disable=import-error
 
 # The names the rest of the collection and the tests use, from where they live.
@@ -99,8 +102,8 @@ UNUSED_CHECK_EVERY = 1.0
 def script_files():
     """[(file name, module)]: what the tracker script needs on a host, itself last."""
     return [('tracker_bencode.py', tracker_bencode), ('tracker_registry.py', tracker_registry),
-            ('tracker_requests.py', tracker_requests), ('tracker_swarm.py', tracker_swarm),
-            ('tracker_http.py', tracker_http), ('tracker.py', sys.modules[__name__])]
+            ('tracker_requests.py', tracker_requests), ('tracker_status.py', tracker_status),
+            ('tracker_swarm.py', tracker_swarm), ('tracker_http.py', tracker_http), ('tracker.py', sys.modules[__name__])]
 
 
 def main(argv=None):
