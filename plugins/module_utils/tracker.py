@@ -18,6 +18,7 @@ writes every file script_files() names):
     tracker_requests.py  announce and scrape parsing, client addresses
     tracker_status.py    status.json and Prometheus metrics
     tracker_swarm.py     registrations, peers, announces, peer selection
+    tracker_page.py      the live HTML page
     tracker_http.py      the HTTP server: one asyncio event loop, keep-alive
 
 Run as a script (python3 -I leaves the script's directory off sys.path) it
@@ -49,6 +50,7 @@ import sys
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_bencode
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_http
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_page
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_requests
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_status
@@ -60,6 +62,7 @@ else:             # the script on the host, its files side by side
         sys.dont_write_bytecode = True   # no __pycache__ in the state directory
     import tracker_bencode  # pylint: disable=import-error
     import tracker_http  # pylint: disable=import-error
+    import tracker_page  # pylint: disable=import-error
     import tracker_registry  # pylint: disable=import-error
     import tracker_requests  # pylint: disable=import-error
     import tracker_status  # pylint: disable=import-error
@@ -93,7 +96,7 @@ KEEPALIVE_IDLE = tracker_http.KEEPALIVE_IDLE
 LISTEN_BACKLOG = tracker_http.LISTEN_BACKLOG
 MAX_CONNECTIONS = tracker_http.MAX_CONNECTIONS
 MAX_HEAD = tracker_http.MAX_HEAD
-PAGE = tracker_http.PAGE
+PAGE = tracker_page.PAGE
 
 
 UNUSED_CHECK_EVERY = 1.0
@@ -103,7 +106,8 @@ def script_files():
     """[(file name, module)]: what the tracker script needs on a host, itself last."""
     return [('tracker_bencode.py', tracker_bencode), ('tracker_registry.py', tracker_registry),
             ('tracker_requests.py', tracker_requests), ('tracker_status.py', tracker_status),
-            ('tracker_swarm.py', tracker_swarm), ('tracker_http.py', tracker_http), ('tracker.py', sys.modules[__name__])]
+            ('tracker_swarm.py', tracker_swarm), ('tracker_page.py', tracker_page),
+            ('tracker_http.py', tracker_http), ('tracker.py', sys.modules[__name__])]
 
 
 def main(argv=None):
