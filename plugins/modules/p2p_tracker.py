@@ -32,6 +32,8 @@ description:
     the tracker ends by itself when no registration is left.
 author:
   - p2p.swarm contributors (@p2p-swarm)
+extends_documentation_fragment:
+  - p2p.swarm.action_group
 options:
   state:
     description:
@@ -137,11 +139,6 @@ attributes:
   diff_mode:
     description: Whether the task can show a diff with C(--diff).
     support: none
-  action_group:
-    description: Defaults can be set for it with C(group/p2p.swarm.swarm) in C(module_defaults).
-    support: full
-    membership:
-      - p2p.swarm.swarm
 seealso:
   - module: p2p.swarm.p2p_wait
 '''
