@@ -15,7 +15,10 @@ writes every file script_files() names):
 
     tracker_bencode.py   bencoding
     tracker_registry.py  torrents.json: registrations, claims of runs, allow lists
-    tracker_swarm.py     parsing, registrations, peers, peer selection, status
+    tracker_requests.py  announce and scrape parsing, client addresses
+    tracker_status.py    status.json and Prometheus metrics
+    tracker_swarm.py     registrations, peers, announces, peer selection
+    tracker_page.py      the live HTML page
     tracker_http.py      the HTTP server: one asyncio event loop, keep-alive
 
 Run as a script (python3 -I leaves the script's directory off sys.path) it
@@ -48,7 +51,10 @@ import time
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_bencode
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_http
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_page
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_requests
+    from ansible_collections.p2p.swarm.plugins.module_utils import tracker_status
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_swarm
 else:             # the script on the host, its files side by side
     _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,23 +63,26 @@ else:             # the script on the host, its files side by side
         sys.dont_write_bytecode = True   # no __pycache__ in the state directory
     import tracker_bencode  # pylint: disable=import-error
     import tracker_http  # pylint: disable=import-error
+    import tracker_page  # pylint: disable=import-error
     import tracker_registry  # pylint: disable=import-error
+    import tracker_requests  # pylint: disable=import-error
+    import tracker_status  # pylint: disable=import-error
     import tracker_swarm  # pylint: disable=import-error
 
 # The names the rest of the collection and the tests use, from where they live.
 bencode = tracker_bencode.bencode
 failure = tracker_bencode.failure
-BadRequest = tracker_swarm.BadRequest
+BadRequest = tracker_requests.BadRequest
 Peer = tracker_swarm.Peer
 Swarm = tracker_swarm.Swarm
 Torrent = tracker_swarm.Torrent
 hash_key = tracker_swarm.hash_key
 log = tracker_swarm.log
-normalize_ip = tracker_swarm.normalize_ip
-parse_announce = tracker_swarm.parse_announce
-parse_query = tracker_swarm.parse_query
+normalize_ip = tracker_requests.normalize_ip
+parse_announce = tracker_requests.parse_announce
+parse_query = tracker_requests.parse_query
 parse_registrations = tracker_swarm.parse_registrations
-parse_scrape = tracker_swarm.parse_scrape
+parse_scrape = tracker_requests.parse_scrape
 ANNOUNCE_BUDGET = tracker_swarm.ANNOUNCE_BUDGET
 COUNTS_EVERY = tracker_swarm.COUNTS_EVERY
 DEFAULT_INTERVAL = tracker_swarm.DEFAULT_INTERVAL
@@ -88,7 +97,7 @@ KEEPALIVE_IDLE = tracker_http.KEEPALIVE_IDLE
 LISTEN_BACKLOG = tracker_http.LISTEN_BACKLOG
 MAX_CONNECTIONS = tracker_http.MAX_CONNECTIONS
 MAX_HEAD = tracker_http.MAX_HEAD
-PAGE = tracker_http.PAGE
+PAGE = tracker_page.PAGE
 
 
 UNUSED_CHECK_EVERY = 1.0
@@ -97,7 +106,8 @@ UNUSED_CHECK_EVERY = 1.0
 def script_files():
     """[(file name, module)]: what the tracker script needs on a host, itself last."""
     return [('tracker_bencode.py', tracker_bencode), ('tracker_registry.py', tracker_registry),
-            ('tracker_swarm.py', tracker_swarm),
+            ('tracker_requests.py', tracker_requests), ('tracker_status.py', tracker_status),
+            ('tracker_swarm.py', tracker_swarm), ('tracker_page.py', tracker_page),
             ('tracker_http.py', tracker_http), ('tracker.py', sys.modules[__name__])]
 
 

@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: p2p.swarm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The tracker's swarm logic: announce and scrape parsing, registrations
-(torrents.json), peers and torrents, peer selection, status and metrics.
+"""The tracker's swarm state: registrations (torrents.json), peers and
+torrents, announces, scrapes and peer selection.
 
-No sockets here: tracker_http serves this over HTTP. Part of the tracker
+No sockets here: tracker_http serves this over HTTP, requests come parsed
+by tracker_requests, and tracker_status reports on it. Part of the tracker
 script (see tracker.py); standard library only.
 """
 
@@ -17,31 +18,26 @@ import json
 import math
 import os
 import random
-import re
-import socket
 import sys
 import threading
 import time
-from urllib.parse import unquote_to_bytes
 
 if __package__:   # imported from the collection (the module, tests)
     from ansible_collections.p2p.swarm.plugins.module_utils.tracker_bencode import bencode, failure
     from ansible_collections.p2p.swarm.plugins.module_utils import tracker_registry as registry
+    from ansible_collections.p2p.swarm.plugins.module_utils.tracker_requests import networks_allow, pack_peer
+    from ansible_collections.p2p.swarm.plugins.module_utils.tracker_status import SwarmReportsMixin
 else:             # the script on the host: tracker.py put its directory on sys.path
     from tracker_bencode import bencode, failure  # pylint: disable=import-error
     import tracker_registry as registry  # pylint: disable=import-error
+    from tracker_requests import networks_allow, pack_peer  # pylint: disable=import-error
+    from tracker_status import SwarmReportsMixin  # pylint: disable=import-error
 
 DEFAULT_INTERVAL = 2
 EXPIRY_MARGIN = 5          # seconds of slack on top of 3 x interval before a peer expires
 RELOAD_EVERY = 0.5         # seconds between checks of torrents.json
 FORGET_AFTER = 86400       # stopped/expired records are dropped after this long
 SWEEP_EVERY = 60
-DEFAULT_NUMWANT = 50
-MAX_NUMWANT = 200
-MAX_INT = 2 ** 63 - 1
-MAX_PARAMS = 256           # query parameters per request (scrape may repeat info_hash)
-MAX_HOSTNAME = 255
-MAX_OUTCOME = 300  # characters of an agent's error kept per peer
 MAX_PEERS_PER_TORRENT = 20000
 # Above this many peer records an announce is answered from a random sample
 # and counts at most COUNTS_EVERY seconds old, so it costs O(numwant), not
@@ -55,185 +51,11 @@ ANNOUNCE_BUDGET = 250
 REGISTRATION_FILE = registry.FILE_NAME
 # A tracker that ends when unused still waits this long for its first registration.
 UNUSED_GRACE = 60
-EVENTS = ('', 'started', 'completed', 'stopped', 'paused')
-
-_HEX_RE = re.compile(r'\A(?:[0-9a-f]{40}|[0-9a-f]{64})\Z')
-_NUMBER_RE = re.compile(rb'\A[0-9]{1,19}\Z')
-_BAD_PERCENT_RE = re.compile(r'%(?![0-9A-Fa-f]{2})')
-_QUERY_CHARS_RE = re.compile(r'\A[\x21-\x7e]*\Z')
 
 
 def log(message):
     sys.stderr.write('p2p-tracker: %s\n' % message)
     sys.stderr.flush()
-
-
-# ------------------------------------------------------------ query parsing
-
-class BadRequest(Exception):
-    """A malformed request: answered with a bencoded failure reason."""
-
-
-def parse_query(query):
-    """Split a raw query string into {name: [raw byte values]}.
-
-    urllib's parse_qs decodes to text, but info_hash and peer_id are raw
-    bytes, so values are unquoted to bytes here, strictly.
-    """
-    if not _QUERY_CHARS_RE.match(query):
-        raise BadRequest('invalid characters in query')
-    if _BAD_PERCENT_RE.search(query):
-        raise BadRequest('invalid percent-encoding')
-    params = {}
-    count = 0
-    for part in query.split('&'):
-        if not part:
-            continue
-        count += 1
-        if count > MAX_PARAMS:
-            raise BadRequest('too many parameters')
-        name, _sep, value = part.partition('=')
-        if '%' in name or '+' in name:
-            try:
-                name = unquote_to_bytes(name.replace('+', ' ')).decode('ascii')
-            except UnicodeDecodeError:
-                raise BadRequest('invalid parameter name')
-        # Most values (numbers, events) carry no escapes: skip the unquoting.
-        if '%' in value or '+' in value:
-            value = unquote_to_bytes(value.replace('+', ' '))
-        else:
-            value = value.encode('ascii')
-        if name in params:
-            params[name].append(value)
-        else:
-            params[name] = [value]
-    return params
-
-
-def _single(params, name, required=True):
-    values = params.get(name)
-    if not values:
-        if required:
-            raise BadRequest('missing %s' % name)
-        return None
-    if len(values) > 1:
-        raise BadRequest('%s given more than once' % name)
-    return values[0]
-
-
-def _number(params, name, low=0, high=MAX_INT, default=None):
-    raw = _single(params, name, required=default is None)
-    if raw is None:
-        return default
-    if not _NUMBER_RE.match(raw):
-        raise BadRequest('invalid %s' % name)
-    value = int(raw)
-    if value < low or value > high:
-        raise BadRequest('%s out of range' % name)
-    return value
-
-
-_IP_CACHE = {}
-_IP_CACHE_SIZE = 8192
-
-
-def normalize_ip(text):
-    """Return the canonical text form of an IP address (IPv4-mapped -> IPv4).
-
-    ipaddress is slow next to the rest of an announce, and a swarm's hosts
-    keep announcing from the same addresses: answers are cached (bounded).
-    """
-    try:
-        return _IP_CACHE[text]
-    except KeyError:
-        pass
-    addr = ipaddress.ip_address(text.split('%', 1)[0])
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if len(_IP_CACHE) >= _IP_CACHE_SIZE:
-        _IP_CACHE.clear()
-    result = _IP_CACHE[text] = str(addr)
-    return result
-
-
-def pack_peer(ip, port):
-    """The compact form of an address (BEP 23 / BEP 7): 6 bytes for IPv4, 18 for IPv6."""
-    if ':' in ip:
-        return socket.inet_pton(socket.AF_INET6, ip) + port.to_bytes(2, 'big')
-    return socket.inet_aton(ip) + port.to_bytes(2, 'big')
-
-
-def parse_announce(query, client_ip):
-    """Validate an announce query; return a dict of typed fields."""
-    params = parse_query(query)
-    info_hash = _single(params, 'info_hash')
-    if len(info_hash) != 20:
-        raise BadRequest('info_hash must be 20 bytes')
-    peer_id = _single(params, 'peer_id')
-    if len(peer_id) != 20:
-        raise BadRequest('peer_id must be 20 bytes')
-    req = {
-        'info_hash': info_hash,
-        'peer_id': peer_id,
-        'port': _number(params, 'port', 1, 65535),
-        'uploaded': _number(params, 'uploaded'),
-        'downloaded': _number(params, 'downloaded'),
-        'left': _number(params, 'left'),
-        'numwant': min(_number(params, 'numwant', default=DEFAULT_NUMWANT), MAX_NUMWANT),
-        'compact': _number(params, 'compact', 0, 1, default=1) == 1,
-        'no_peer_id': _number(params, 'no_peer_id', 0, 1, default=0) == 1,
-    }
-    event = _single(params, 'event', required=False) or b''
-    try:
-        event = event.decode('ascii')
-    except UnicodeDecodeError:
-        raise BadRequest('invalid event')
-    if event not in EVENTS:
-        raise BadRequest('invalid event')
-    req['event'] = event
-    ip = _single(params, 'ip', required=False)
-    try:
-        req['ip'] = normalize_ip(ip.decode('ascii') if ip else client_ip)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest('invalid ip')
-    host = _single(params, 'p2p_host', required=False)
-    if host is not None:
-        try:
-            host = host.decode('utf-8').strip()
-        except UnicodeDecodeError:
-            raise BadRequest('invalid p2p_host')
-        if len(host) > MAX_HOSTNAME or any(ord(c) < 32 or ord(c) == 127 for c in host):
-            raise BadRequest('invalid p2p_host')
-    req['host'] = host or None
-    req['client_ip'] = client_ip
-    req['outcome'] = parse_outcome(params)
-    return req
-
-
-def parse_outcome(params):
-    """The agent's verdict, carried in its announces once it has one:
-    p2p_outcome=placed (verified and in place) or p2p_outcome=failed with
-    p2p_error=<reason>. The controller reads it from status.json, so an
-    outcome needs no SSH round to the host."""
-    outcome = _single(params, 'p2p_outcome', required=False)
-    if outcome is None:
-        return None
-    if outcome == b'placed':
-        return ('placed', None)
-    if outcome != b'failed':
-        raise BadRequest('invalid p2p_outcome')
-    error = _single(params, 'p2p_error', required=False) or b''
-    error = error.decode('utf-8', 'replace')[:MAX_OUTCOME]
-    return ('failed', ''.join(c if ord(c) >= 32 and ord(c) != 127 else ' ' for c in error))
-
-
-def parse_scrape(query):
-    params = parse_query(query)
-    hashes = params.get('info_hash', [])
-    for value in hashes:
-        if len(value) != 20:
-            raise BadRequest('info_hash must be 20 bytes')
-    return hashes
 
 
 # ---------------------------------------------------------------- registry
@@ -246,22 +68,6 @@ def hash_key(hex_hash):
 def parse_registrations(data, now=None):
     """[(hexes, name, size, allowed or None)] served now (see tracker_registry)."""
     return registry.effective(data, time.time() if now is None else now)
-
-
-def networks_allow(networks, cache, ip_text):
-    """True when ip_text is inside one of networks (parsed ip_network objects)."""
-    try:
-        return cache[ip_text]
-    except KeyError:
-        pass
-    try:
-        addr = ipaddress.ip_address(normalize_ip(ip_text))
-    except ValueError:
-        return False
-    if len(cache) >= _IP_CACHE_SIZE:
-        cache.clear()
-    result = cache[ip_text] = any(addr in net for net in networks)
-    return result
 
 
 class Peer:
@@ -323,8 +129,9 @@ class Torrent:
             last.slot = peer.slot
 
 
-class Swarm:
-    """All tracker state; every public method takes the lock."""
+class Swarm(SwarmReportsMixin):
+    """All tracker state; every public method takes the lock (status and
+    metrics come from SwarmReportsMixin)."""
 
     def __init__(self, state_dir, interval=DEFAULT_INTERVAL, clock=time.time, ttl=None, allowed=None):
         self.state_dir = state_dir
@@ -628,124 +435,6 @@ class Swarm:
                 files[key] = {'complete': complete, 'incomplete': incomplete,
                               'downloaded': torrent.downloaded}
         return bencode({'files': files, 'flags': {'min_request_interval': self.interval}})
-
-    def status(self):
-        """The JSON-able view of every registered torrent and its peers."""
-        with self.lock:
-            # Always current: the module reads it to see its registrations
-            # applied (a stat() per status request; re-read only on change).
-            self._maybe_reload(force=True)
-            now = self.clock()
-            torrents = {}
-            for torrent in self.torrents.values():
-                complete, incomplete = self._counts(torrent, now)
-                peers = [self._peer_status(peer, self._state(peer, now)) for peer in torrent.peers.values()]
-                peers.sort(key=lambda p: (p['host'] or '', p['ip'], p['port']))
-                torrents[torrent.primary] = {
-                    'name': torrent.name or torrent.primary,
-                    'size': torrent.size,
-                    'info_hashes': list(torrent.hexes),
-                    'complete': complete,
-                    'incomplete': incomplete,
-                    'downloaded': torrent.downloaded,
-                    'peers': peers,
-                }
-            return {'torrents': torrents, 'time': now, 'interval': self.interval,
-                    'peer_ttl': self.ttl, 'pid': os.getpid()}
-
-    def status_json(self):
-        """status() as JSON bytes (keys sorted), built from per-peer pieces.
-
-        Equal to json.dumps(status(), sort_keys=True) as data, but each
-        peer's piece is kept until the peer announces or changes state, so
-        a poll of a 5000-host swarm costs a few milliseconds of the event
-        loop, not tens.
-        """
-        dumps = json.dumps
-        with self.lock:
-            self._maybe_reload(force=True)
-            now = self.clock()
-            parts = []
-            for primary in sorted(self.torrents):
-                torrent = self.torrents[primary]
-                complete, incomplete = self._counts(torrent, now)
-                pieces = []
-                for peer in torrent.order:
-                    state = self._state(peer, now)
-                    cached = peer.fragment
-                    if cached is None or cached[0] != state:
-                        cached = peer.fragment = (state, dumps(self._peer_status(peer, state), sort_keys=True))
-                    pieces.append(((peer.host or '', peer.ip, peer.port), cached[1]))
-                pieces.sort(key=lambda piece: piece[0])
-                parts.append('%s: {"complete": %d, "downloaded": %d, "incomplete": %d, "info_hashes": %s, '
-                             '"name": %s, "peers": [%s], "size": %s}' % (
-                                 dumps(primary), complete, torrent.downloaded, incomplete,
-                                 dumps(list(torrent.hexes)), dumps(torrent.name or torrent.primary),
-                                 ', '.join([piece[1] for piece in pieces]), dumps(torrent.size)))
-            text = '{"interval": %d, "peer_ttl": %s, "pid": %d, "time": %s, "torrents": {%s}}' % (
-                self.interval, dumps(self.ttl), os.getpid(), dumps(now), ', '.join(parts))
-        return text.encode('utf-8')
-
-    @staticmethod
-    def _peer_status(peer, state):
-        return {
-            'host': peer.host,
-            'ip': peer.ip,
-            'port': peer.port,
-            'peer_id': peer.peer_id.hex(),
-            'left': peer.left,
-            'uploaded': peer.uploaded,
-            'downloaded': peer.downloaded,
-            'state': state,
-            'first_seen': peer.first_seen,
-            'last_seen': peer.last_seen,
-            'completed_at': peer.completed_at,
-            'outcome': peer.outcome[0] if peer.outcome else None,
-            'error': peer.outcome[1] if peer.outcome else None,
-        }
-
-    def metrics(self):
-        """Prometheus text exposition."""
-        with self.lock:
-            self._maybe_reload()
-            now = self.clock()
-            lines = [
-                '# HELP p2p_tracker_announces_total Announce requests answered, by result.',
-                '# TYPE p2p_tracker_announces_total counter',
-            ]
-            for result in sorted(self.announces):
-                lines.append('p2p_tracker_announces_total{result="%s"} %d' % (result, self.announces[result]))
-            lines += [
-                '# HELP p2p_tracker_scrapes_total Scrape requests answered.',
-                '# TYPE p2p_tracker_scrapes_total counter',
-                'p2p_tracker_scrapes_total %d' % self.scrapes,
-                '# HELP p2p_tracker_torrents_registered Info-hashes this tracker serves.',
-                '# TYPE p2p_tracker_torrents_registered gauge',
-                'p2p_tracker_torrents_registered %d' % len(self.torrents),
-                '# HELP p2p_tracker_peers Peers known per torrent, by state.',
-                '# TYPE p2p_tracker_peers gauge',
-            ]
-            downloads = ['# HELP p2p_tracker_downloads_total Completed downloads seen per torrent.',
-                         '# TYPE p2p_tracker_downloads_total counter']
-            for torrent in sorted(self.torrents.values(), key=lambda t: t.primary):
-                counts = dict.fromkeys(('downloading', 'complete', 'stopped', 'expired'), 0)
-                for peer in torrent.peers.values():
-                    counts[self._state(peer, now)] += 1
-                labels = 'info_hash="%s",name="%s"' % (torrent.primary, _label(torrent.name))
-                for state in sorted(counts):
-                    lines.append('p2p_tracker_peers{%s,state="%s"} %d' % (labels, state, counts[state]))
-                downloads.append('p2p_tracker_downloads_total{%s} %d' % (labels, torrent.downloaded))
-            lines += downloads
-            lines += [
-                '# HELP p2p_tracker_uptime_seconds Seconds since the tracker started.',
-                '# TYPE p2p_tracker_uptime_seconds gauge',
-                'p2p_tracker_uptime_seconds %.3f' % (now - self.started),
-            ]
-        return '\n'.join(lines) + '\n'
-
-
-def _label(value):
-    return value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
 
 
 def _peer_lists(peers, compact, no_peer_id):

@@ -29,6 +29,8 @@ description:
     whole torrent, and when the tracker stayed unreachable.
 author:
   - p2p.swarm contributors (@p2p-swarm)
+extends_documentation_fragment:
+  - p2p.swarm.action_group
 options:
   status_url:
     description: URL of the tracker's C(/status.json), as reachable from the controller.
@@ -105,11 +107,6 @@ attributes:
   action:
     description: The work happens in an action plugin on the controller, not on the managed host.
     support: full
-  action_group:
-    description: Defaults can be set for it with C(group/p2p.swarm.swarm) in C(module_defaults).
-    support: full
-    membership:
-      - p2p.swarm.swarm
 seealso:
   - module: p2p.swarm.p2p_tracker
 '''
