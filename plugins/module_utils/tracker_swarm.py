@@ -191,6 +191,7 @@ class Swarm(SwarmReportsMixin):
             self._reg_data = data
         self._reg_signature = signature
         live = registry.prune(self._reg_data, wall)
+        self.ever_registered = self.ever_registered or registry.has_claims(live, wall)
         self._next_expiry = registry.next_expiry(live)
         self._apply_registrations(parse_registrations(live, wall))
 

@@ -17,7 +17,8 @@ from sanity_helpers import ROOT, explain, role_names, run, tool
 ROLES = role_names()
 # Facts that the roles set under a name chosen at run time
 # (set_fact with "{{ p2p_python_fact }}" as the key).
-DYNAMIC_FACTS = {'p2p_agent_python', 'p2p_seeder_python'}
+# Facts the modules set: libtorrent's interpreter (p2p_libtorrent via set_fact), the run's names (p2p_run).
+DYNAMIC_FACTS = {'p2p_agent_python', 'p2p_seeder_python', 'p2p_run_id', 'p2p_claim_id'}
 VALIDATED = "Validating arguments against arg spec"
 
 
