@@ -15,7 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible.plugins.action import ActionBase
+from ansible_collections.p2p.swarm.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC = dict(
     start=dict(type='dict', required=True),
@@ -47,16 +47,10 @@ def judge(start, swarm, host):
                 % (host, view.get('state', 'no wait')))
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-    _supports_async = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        host = args['host'] or (task_vars or {}).get('inventory_hostname')
+    def act(self, result, args, task_vars):
+        host = args['host'] or task_vars.get('inventory_hostname')
         result.update(judge(args['start'], args['swarm'] or {}, host))
         return result

@@ -21,7 +21,7 @@ import secrets
 import string
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
+from ansible_collections.p2p.swarm.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC = dict(
     run_id=dict(type='str', default=''),
@@ -48,23 +48,17 @@ def claim_identity(key, hosts):
     return 'run-' + hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-    _supports_async = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, result, args, task_vars):
         strategy = play_strategy(self._task)
         if strategy and strategy.rsplit('.', 1)[-1] == 'free':
             raise AnsibleActionFail(
                 'p2p.swarm roles need a play with the linear strategy (strategy: free runs their '
                 'once-per-play steps on every host); use strategy: linear for this play')
         run_id = args['run_id'] or ''.join(secrets.choice(ALPHABET) for _char in range(12))
-        claim_id = claim_identity(args['claim_key'], (task_vars or {}).get('ansible_play_hosts_all') or [])
+        claim_id = claim_identity(args['claim_key'], task_vars.get('ansible_play_hosts_all') or [])
         result.update(changed=False, run_id=run_id, claim_id=claim_id, strategy=strategy or 'linear',
                       ansible_facts={'p2p_run_id': run_id, 'p2p_claim_id': claim_id})
         return result

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ansible.plugins.action import ActionBase
+from ansible_collections.p2p.swarm.plugins.plugin_utils.controller_action import ControllerAction
 from ansible.utils.display import Display
 
 display = Display()
@@ -402,16 +402,10 @@ def fetch_status(url, timeout):
         raise TrackerUnreachable('invalid JSON in status: %s' % exc)
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-    _supports_async = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, result, args, task_vars):
         hosts = [h for h in args['hosts'] if h]
         if args['timeout'] < 0 or args['poll'] <= 0 or args['progress_every'] <= 0:
             result.update(failed=True, msg='timeout must be >= 0, poll and progress_every > 0')

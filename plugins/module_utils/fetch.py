@@ -57,16 +57,11 @@ def load_torrent(module, path):
     return ti, desc
 
 
-def write_torrent_content(module):
-    """torrent_content given: keep it at torrent (only when it differs, and
-    never in check mode, where a temporary copy is read instead)."""
-    try:
-        data = base64.b64decode(module.params['torrent_content'], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        module.fail_json(msg='torrent_content is not base64: %s' % exc)
-    path = module.params['torrent']
+def keep_content(module, path, data, mode, what):
+    """Content that travels inside the call: keep it at path (written only
+    when it differs; in check mode a temporary copy). Returns the path to use."""
     if module.check_mode:
-        path = os.path.join(module.tmpdir, 'check.torrent')
+        path = os.path.join(module.tmpdir, 'check.' + os.path.basename(path))
     elif os.path.isfile(path):
         with open(path, 'rb') as handle:
             if handle.read() == data:
@@ -75,10 +70,19 @@ def write_torrent_content(module):
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             os.makedirs(parent, 0o755)
-        fileops.write_atomic(path, data, mode=0o644)
+        fileops.write_atomic(path, data, mode=mode)
     except OSError as exc:
-        module.fail_json(msg='cannot write torrent %s: %s' % (path, exc.strerror or exc))
+        module.fail_json(msg='cannot write %s %s: %s' % (what, path, exc.strerror or exc))
     return path
+
+
+def write_torrent_content(module):
+    """torrent_content given: keep it at torrent."""
+    try:
+        data = base64.b64decode(module.params['torrent_content'], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        module.fail_json(msg='torrent_content is not base64: %s' % exc)
+    return keep_content(module, module.params['torrent'], data, 0o644, 'torrent')
 
 
 def sha256_text(path, size=None, sha256=None, info_hash=None):
@@ -109,25 +113,10 @@ def allowed_networks(module, entries):
 
 
 def write_pem(module, name, mode):
-    """<name>_content given: keep it at <name> (only when it differs; in check
-    mode in a temporary copy). Returns the path to use."""
+    """<name>_content given (ssl_cert, ssl_key): keep it at <name>."""
     data = module.params[name + '_content']
     data = (data if data.endswith('\n') else data + '\n').encode('utf-8')
-    path = module.params[name]
-    if module.check_mode:
-        path = os.path.join(module.tmpdir, 'check.' + name)
-    elif os.path.isfile(path):
-        with open(path, 'rb') as handle:
-            if handle.read() == data:
-                return path
-    try:
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
-        fileops.write_atomic(path, data, mode=mode)
-    except OSError as exc:
-        module.fail_json(msg='cannot write %s %s: %s' % (name, path, exc.strerror or exc))
-    return path
+    return keep_content(module, module.params[name], data, mode, name)
 
 
 def check_ssl_files(module, ti, params):

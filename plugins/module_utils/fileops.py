@@ -89,32 +89,28 @@ def octal_mode(mode):
         return None
 
 
-def resolve_uid(owner):
-    """uid of a user name or number; None for None. KeyError names an unknown user."""
-    if owner is None:
+def _resolve_id(name, lookup, what):
+    """An id from a number or a name (lookup(name) -> id); None for None."""
+    if name is None:
         return None
     try:
-        return int(owner)
+        return int(name)
     except ValueError:
         pass
     try:
-        return pwd.getpwnam(owner).pw_uid
+        return lookup(name)
     except KeyError:
-        raise KeyError('user %s does not exist' % owner)
+        raise KeyError('%s %s does not exist' % (what, name))
+
+
+def resolve_uid(owner):
+    """uid of a user name or number; None for None. KeyError names an unknown user."""
+    return _resolve_id(owner, lambda name: pwd.getpwnam(name).pw_uid, 'user')
 
 
 def resolve_gid(group):
     """gid of a group name or number; None for None. KeyError names an unknown group."""
-    if group is None:
-        return None
-    try:
-        return int(group)
-    except ValueError:
-        pass
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise KeyError('group %s does not exist' % group)
+    return _resolve_id(group, lambda name: grp.getgrnam(name).gr_gid, 'group')
 
 
 def file_sha256(path):

@@ -35,16 +35,8 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  check_mode:
-    description: Whether the task can run with C(--check).
-    support: full
-  diff_mode:
-    description: Whether the task can show a diff with C(--diff).
-    support: none
-  action:
-    description: The work happens in an action plugin on the controller, not on the managed host.
-    support: full
+extends_documentation_fragment:
+  - p2p.swarm.controller_action
 seealso:
   - module: p2p.swarm.p2p_tracker
 '''

@@ -30,6 +30,7 @@ description:
 author:
   - p2p.swarm contributors (@p2p-swarm)
 extends_documentation_fragment:
+  - p2p.swarm.controller_action
   - p2p.swarm.action_group
 options:
   status_url:
@@ -100,12 +101,6 @@ notes:
 attributes:
   check_mode:
     description: Whether the task can run with C(--check); here it reads the status once instead of waiting.
-    support: full
-  diff_mode:
-    description: Whether the task can show a diff with C(--diff).
-    support: none
-  action:
-    description: The work happens in an action plugin on the controller, not on the managed host.
     support: full
 seealso:
   - module: p2p.swarm.p2p_tracker

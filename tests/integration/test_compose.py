@@ -30,6 +30,29 @@ def write_playbook(tmp_path, text):
     return str(path)
 
 
+def peer_and_release_plays(tracker, dest, post_tasks=''):
+    """The web group getting what the seeder published, then the release."""
+    return """
+- name: Web servers get it
+  hosts: peers:!%(tracker)s
+  gather_facts: false
+  roles:
+    - role: p2p.swarm.peer
+      p2p_seeder_host: seed
+      p2p_dest: %(dest)s
+      p2p_wheel_dir: %(wheels)s
+%(post_tasks)s
+- name: The release is out
+  hosts: seed
+  gather_facts: false
+  tasks:
+    - name: Release the claim (the seed ends with it)
+      ansible.builtin.include_role:
+        name: p2p.swarm.seeder
+        tasks_from: release
+""" % {'tracker': tracker, 'dest': dest, 'wheels': WHEEL_DIR, 'post_tasks': post_tasks}
+
+
 def run_together(lab, env, argvs, timeout=240):
     """Start every ansible-playbook at once; their (rc, stdout) when all ended."""
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -97,29 +120,12 @@ def test_tracker_seeder_and_peer_in_plays_of_their_own(lab, env, payloads, tmp_p
       # The lab's inventory points p2p_tracker_address at the seed host.
       p2p_tracker_address: ""
       p2p_wheel_dir: %(wheels)s
-
-- name: Web servers get it
-  hosts: peers:!%(tracker)s
-  gather_facts: false
-  roles:
-    - role: p2p.swarm.peer
-      p2p_seeder_host: seed
-      p2p_dest: /srv/composed.bin
-      p2p_wheel_dir: %(wheels)s
+""" % {'tracker': tracker, 'path': path, 'wheels': WHEEL_DIR} + peer_and_release_plays(tracker, '/srv/composed.bin', """
   post_tasks:
     - name: Mark the host
       ansible.builtin.command: touch /tmp/composed-post
       changed_when: false
-
-- name: The release is out
-  hosts: seed
-  gather_facts: false
-  tasks:
-    - name: Release the claim on the tracker
-      ansible.builtin.include_role:
-        name: p2p.swarm.seeder
-        tasks_from: release
-""" % {'tracker': tracker, 'path': path, 'wheels': WHEEL_DIR})
+"""))
     try:
         first = run_playbook(lab, env, FORKS, {}, playbook=playbook)
         assert first.returncode == 0, describe(first)
@@ -243,25 +249,8 @@ def test_opentracker_with_a_whitelist(lab, env, payloads, tmp_path):
     - name: Make opentracker read it again
       ansible.builtin.command: pkill -HUP -x opentracker
       changed_when: true
-
-- name: Web servers get it
-  hosts: peers:!%(tracker)s
-  gather_facts: false
-  roles:
-    - role: p2p.swarm.peer
-      p2p_seeder_host: seed
-      p2p_dest: /srv/opentracker.bin
-      p2p_wheel_dir: %(wheels)s
-
-- name: The release is out
-  hosts: seed
-  gather_facts: false
-  tasks:
-    - name: Stop the seed (opentracker does not tell it)
-      ansible.builtin.include_role:
-        name: p2p.swarm.seeder
-        tasks_from: release
-""" % {'tracker': tracker, 'path': path, 'wheels': WHEEL_DIR, 'root': root, 'address': lab.address(tracker)})
+""" % {'tracker': tracker, 'path': path, 'wheels': WHEEL_DIR, 'root': root, 'address': lab.address(tracker)}
+        + peer_and_release_plays(tracker, '/srv/opentracker.bin'))
     try:
         proc = run_playbook(lab, env, FORKS, {}, playbook=playbook)
         assert proc.returncode == 0, describe(proc)
