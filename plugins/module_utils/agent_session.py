@@ -58,6 +58,9 @@ def free_port(low=20000, high=60000, tries=50, preferred=0):
                 if family == socket.AF_INET6 and not socket.has_ipv6:
                     continue
                 with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    # As libtorrent binds: connections of an earlier agent still
+                    # in TIME_WAIT on the port must not make it look taken.
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     if family == socket.AF_INET6:
                         probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                     probe.bind((address, port))

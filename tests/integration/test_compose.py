@@ -260,5 +260,9 @@ def test_opentracker_with_a_whitelist(lab, env, payloads, tmp_path):
         assert swarm_ended(lab) == []
         whitelist = lab.exec(tracker, ['cat', root + '/whitelist.txt']).stdout.split()
         assert len(whitelist) == 1 and len(whitelist[0]) == 40, whitelist
+        # opentracker answered the agents (the torrent names no other tracker).
+        assert lab.exec(tracker, ['pgrep', '-x', 'opentracker']).returncode == 0
+        answered = [s.get('tracker_ok') for h in web for s in agent_statuses(lab, h, '/srv/opentracker.bin')]
+        assert answered and all(answered), answered
     finally:
         lab.exec(tracker, ['pkill', '-x', 'opentracker'])
