@@ -200,6 +200,19 @@ def test_shaping_is_htb_with_bfifo_both_ways(lab):
             assert 'qdisc htb 1: root' in out and 'qdisc bfifo 10: parent 1:1' in out, out
 
 
+def test_neighbour_table_fits_the_lab(lab):
+    """The kernel keeps one neighbour table for all namespaces: the lab
+    raises its limits so every host can hold an entry for every other (at
+    40 hosts the default 1024 overflowed and hosts lost the seeder)."""
+    endpoints = len(lab.hosts) + 1
+    for family in ('ipv4', 'ipv6'):
+        with open(p2p_lab.NEIGH_SYSCTL % (family, 3)) as handle:
+            assert int(handle.read()) >= 4 * endpoints * endpoints, family
+    # Raising is idempotent and never lowers: a second call changes nothing.
+    assert p2p_lab.raise_neighbour_limits(endpoints) == {}
+    assert p2p_lab.raise_neighbour_limits(2) == {}
+
+
 # --- up and down -----------------------------------------------------------
 
 def _netns_inode(path):

@@ -145,6 +145,37 @@ def shaping_commands(dev, rate_bps):
     ]
 
 
+# The kernel's neighbour (ARP/NDP) table is one per machine, shared by every
+# namespace, with a hard limit (gc_thresh3, 1024 by default). On a real fleet
+# each host has its own; here every host that talks to every other keeps an
+# entry per peer, (N+1)^2 in all: at 40 hosts the table overflows ("neighbor
+# table overflow" in dmesg), new neighbours fail with "No route to host", and
+# some hosts never reach the seeder or the tracker.
+NEIGH_SYSCTL = '/proc/sys/net/%s/neigh/default/gc_thresh%d'
+
+
+def raise_neighbour_limits(endpoints):
+    """Raise the machine's neighbour table limits (never lower them) so
+    `endpoints` namespaces that all talk to each other fit, beside what
+    else the machine holds. Returns {path: value} of what was changed."""
+    mesh = endpoints * endpoints
+    wanted = {2: 2 * mesh + 1024, 3: 4 * mesh + 2048}
+    changed = {}
+    for family in ('ipv4', 'ipv6'):
+        for level, value in sorted(wanted.items()):
+            path = NEIGH_SYSCTL % (family, level)
+            try:
+                with open(path) as handle:
+                    current = int(handle.read().strip())
+                if current < value:
+                    with open(path, 'w') as handle:
+                        handle.write('%d\n' % value)
+                    changed[path] = value
+            except (OSError, ValueError):
+                continue    # not writable here (a container): the lab still works at small N
+    return changed
+
+
 # --- processes and namespaces -------------------------------------------
 
 def _pids():
@@ -752,6 +783,7 @@ class Lab:
 
     def _make_network(self):
         """Bridge + one veth per host, all from a few batched ip/tc calls."""
+        raise_neighbour_limits(len(self.hosts) + 1)
         root = [
             'link add %s type bridge' % self.bridge,
             # No netfilter on lab traffic, no STP delay before ports forward.
