@@ -183,7 +183,8 @@ class Swarm(SwarmReportsMixin):
                 with open(path, 'rb') as handle:
                     data = json.loads(handle.read().decode('utf-8'))
                 parse_registrations(data, wall)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                # (TypeError, AttributeError: a field of the wrong JSON type, e.g. a list as expiry)
                 # Keep serving what we had; try again once the file changes.
                 log('ignoring unreadable %s: %s' % (path, exc))
                 self._reg_signature = signature

@@ -426,10 +426,17 @@ def test_a_torrent_registered_just_now_is_served_at_once(srv, tmp_path):
     assert b'peers' in announce(srv, info_hash=new)
 
 
-def test_bad_registration_file_keeps_previous_registrations(srv, tmp_path):
+@pytest.mark.parametrize('text', [
+    '{not json',
+    # a claim whose expiry has the wrong JSON type
+    json.dumps({'aa' * 20: {'name': 'x', 'users': {'run-1': {'expires': [1], 'allowed': []}}}}),
+    json.dumps({'aa' * 20: {'name': 'x', 'users': {'run-1': {'expires': {'at': 1}}}}}),
+    json.dumps(['not', 'a', 'mapping']),
+])
+def test_bad_registration_file_keeps_previous_registrations(srv, tmp_path, text):
     assert V1.hex() in status_of(srv)['torrents']
     with open(os.path.join(str(tmp_path), 'torrents.json'), 'w') as handle:
-        handle.write('{not json')
+        handle.write(text)
     time.sleep(tracker.RELOAD_EVERY + 0.1)
     assert V1.hex() in status_of(srv)['torrents']
     assert b'peers' in announce(srv)
