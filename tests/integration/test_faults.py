@@ -85,6 +85,17 @@ def one_status(lab, host, dest, since=0):
     return found[0] if found else {}
 
 
+def wait_under_way(play, lab, dest, since, ahead, behind=None):
+    """Wait until some peer holds `ahead` of dest and (with `behind`) some
+    peer still less than `behind`; fail at once, with its output, if the
+    play ended meanwhile."""
+    def under_way():
+        assert play.proc.poll() is None, describe(play.finish())
+        progress = [one_status(lab, h, dest, since).get('progress', 0) for h in peers(lab)]
+        return max(progress) >= ahead and (behind is None or min(progress) < behind)
+    wait_for(under_way, 480, 'the swarm to be under way')
+
+
 def kill_pid(pid, marker):
     """SIGKILL pid after checking it is what we think; wait until it is gone."""
     with open('/proc/%d/cmdline' % pid, 'rb') as handle:
@@ -456,11 +467,7 @@ def test_tracker_restart_mid_swarm_every_host_finishes(lab, env, payload, tmp_pa
     pidfile = lab.host_dir('seed') + '/var/lib/p2p-swarm/tracker/tracker.pid'
     since = time.time()
 
-    def mid_swarm():
-        assert play.proc.poll() is None, describe(play.finish())
-        progress = [one_status(lab, h, dest, since).get('progress', 0) for h in peers(lab)]
-        return max(progress) >= 0.3 and min(progress) < 0.7
-    wait_for(mid_swarm, 480, 'the swarm to be under way')
+    wait_under_way(play, lab, dest, since, ahead=0.3, behind=0.7)
     with open(pidfile) as handle:
         pid = int(handle.read())
     # The tracker's own command line: the seed's interpreter and the script
@@ -497,10 +504,7 @@ def test_tracker_killed_mid_swarm_the_wait_names_it_within_a_minute(lab, env, pa
     pidfile = lab.host_dir('seed') + '/var/lib/p2p-swarm/tracker/tracker.pid'
     since = time.time()
 
-    def under_way():
-        assert play.proc.poll() is None, describe(play.finish())
-        return max(one_status(lab, h, dest, since).get('progress', 0) for h in peers(lab)) >= 0.2
-    wait_for(under_way, 480, 'the swarm to be under way')
+    wait_under_way(play, lab, dest, since, ahead=0.2)
     with open(pidfile) as handle:
         kill_pid(int(handle.read()), b'tracker.py')
     killed = time.time()
