@@ -78,6 +78,20 @@ def read_cpu():
     return busy, busy + idle + iowait
 
 
+def settle(quiet=0.3, within=90):
+    """Wait (bounded) until the machine is nearly idle, measured over 3 s:
+    a run must not start while the previous one's agents or SSH sessions
+    still burn CPU (the load average lags by minutes). Returns busy cores."""
+    deadline = time.time() + within
+    while True:
+        a = read_cpu()
+        time.sleep(3)
+        b = read_cpu()
+        busy = (os.cpu_count() or 1) * (b[0] - a[0]) / float(max(1, b[1] - a[1]))
+        if busy <= quiet or time.time() >= deadline:
+            return round(busy, 2)
+
+
 class CpuSampler(threading.Thread):
     """Samples /proc/stat every `every` seconds; busy_cores(t0, t1) afterwards."""
 
@@ -322,6 +336,7 @@ class Bench(object):
         inventory = self.inventory(n)
         self.clean_hosts()
         self.close_ssh()
+        settle()
         argv = self.lab.exec_argv('seed', [
             os.path.join(VENV_BIN, 'ansible'), 'peers', '-i', inventory, '-f', str(n),
             '-m', 'ansible.builtin.copy', '-a', 'src=%s dest=%s mode=0644' % (self.payload, COPY_DEST)])
@@ -345,6 +360,7 @@ class Bench(object):
         self.clean_hosts()
         self.close_ssh()
         tag = '%d%s' % (n, '' if pipelining else '-nopipe')
+        busy_before = settle()
         timings = os.path.join(self.logs, 'p2p-%s-timings.json' % tag)
         env = dict(self.env_p2p, P2P_BENCH_TIMINGS=timings)
         sampler = CpuSampler()
@@ -352,14 +368,14 @@ class Bench(object):
         rc, seconds = run_bounded(self.playbook_argv(inventory, n, self.payload, DEST, self.args.extra_vars),
                                   env, self.args.run_timeout, os.path.join(self.logs, 'p2p-%s.log' % tag))
         sampler.stop()
-        result = {'rc': rc, 'seconds': round(seconds, 2)}
-        result.update(self.swarm_numbers(n, sampler))
+        result = {'rc': rc, 'seconds': round(seconds, 2), 'busy_cores_before': busy_before}
+        result.update(self.swarm_numbers(n, sampler, tag))
         result['phases'] = self.phases(timings)
         result['hosts_ok'] = sum(1 for h in self.lab.peers[:n] if self.host_has(h, DEST))
         self.check_no_agents()
         return result
 
-    def swarm_numbers(self, n, sampler):
+    def swarm_numbers(self, n, sampler, tag):
         peers, seed_uploaded = {}, None
         for job, status in agent_statuses(self.lab, 'seed'):
             if job.get('seed'):
@@ -372,7 +388,13 @@ class Bench(object):
         placed = dict((h, s['placed_at']) for h, s in peers.items() if s.get('placed_at'))
         out = {'agents': len(peers), 'placed': len(placed),
                'seed_upload_x': round(seed_uploaded / float(self.size), 3) if seed_uploaded is not None else None,
-               'peer_upload_x': [round((s.get('uploaded') or 0) / float(self.size), 2) for s in peers.values()]}
+               'peer_upload_x': [round((s.get('uploaded') or 0) / float(self.size), 2) for s in peers.values()],
+               # hosts whose striped picker fell back to a plain swarm (seeder upload rises)
+               'striping_given_up': sum(1 for s in peers.values() if s.get('striping') == 'given up'),
+               'never_announced': sorted(h for h, s in peers.items() if not s.get('tracker_ok'))}
+        # Every agent's last status, for a look at one host after the lab is gone.
+        with open(os.path.join(self.logs, 'status-%s.json' % tag), 'w') as handle:
+            json.dump(peers, handle, indent=1, sort_keys=True)
         if starts and placed:
             t0 = min(starts)
             completion = [t - t0 for t in placed.values()]

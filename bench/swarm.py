@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ PYTHON = sys.executable
 WORK = os.path.join(bench.BENCH_DIR, 'swarm')
 DEST = '/srv/swarm.bin'
 PORT = 6969
+AGENT_PORT = 6881   # p2p_peer_port's default
 
 # Runs the agent with overrides from the job; the agent itself is unchanged.
 WRAPPER = r'''
@@ -50,12 +52,12 @@ spec.loader.exec_module(agent)
 job = json.load(open(sys.argv[1]))
 for name, value in (job.get('bench_constants') or {}).items():
     setattr(agent, name, value)
-plain = agent.session_settings
+plain = agent.agent_session.session_settings
 def session_settings(job):
     settings = plain(job)
     settings.update(job.get('bench_settings') or {})
     return settings
-agent.session_settings = session_settings
+agent.agent_session.session_settings = session_settings
 # Per-address totals across reconnections, for seeing who sent what (--debug).
 plain_tick = agent.Agent.tick
 def tick(self):
@@ -90,11 +92,17 @@ sys.exit(agent.main(sys.argv))
 
 
 def load_metainfo():
-    spec = importlib.util.spec_from_file_location(
-        'p2p_metainfo', os.path.join(ROOT, 'plugins', 'module_utils', 'metainfo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The collection's metainfo module, imported the way Ansible does
+    (it imports its siblings as ansible_collections.p2p.swarm...): from a
+    link to this checkout in a private collections tree."""
+    tree = os.path.join(WORK, 'collections')
+    link = os.path.join(tree, 'ansible_collections', 'p2p', 'swarm')
+    if not os.path.islink(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(ROOT, link)
+    if tree not in sys.path:
+        sys.path.insert(0, tree)
+    return importlib.import_module('ansible_collections.p2p.swarm.plugins.module_utils.metainfo')
 
 
 def cpu_seconds(pid, which=(11, 12)):
@@ -182,23 +190,32 @@ class SwarmRun(object):
             time.sleep(0.1)
         time.sleep(0.5)
         common = {'torrent': self.torrent, 'lifetime': self.args.timeout + 60, 'linger': 20,
-                  'tracker_grace': 30, 'run_id': 'bench'}
-        seed_job = self.write_job('seed', dict(common, dest=self.payload, seed=True, peer_name='seed'))
-        self.spawn('seed', [PYTHON, seed_job + '/wrapper.py', seed_job + '/job.json'], 'agent-seed.log')
-        deadline = time.time() + 30
-        while self.status('seed').get('state') != 'seeding':
-            if time.time() > deadline:
-                raise RuntimeError('seed agent did not start: %s' % self.status('seed'))
-            time.sleep(0.1)
+                  'tracker_grace': 30, 'run_id': 'bench', 'preferred_port': AGENT_PORT}
         stripes = 0 if self.args.no_stripes else self.n
-        jobs = dict((h, self.write_job(h, dict(common, dest=DEST, peer_name=h, stripe_index=i,
-                                               stripe_count=stripes)))
-                    for i, h in enumerate(peers))
         sampler = bench.CpuSampler()
         sampler.start()
-        launched = time.time()
-        agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
-                             'agent-%s.log' % host) for host in peers]
+        if self.args.seed_last:
+            # The playbook's order: every agent starts first, given the
+            # seeder and up to 30 random hosts as peers; the seed joins last
+            # and connects to every agent itself.
+            rng = random.Random(self.n)
+            addresses = ['%s:%d' % (self.lab.ip(h), AGENT_PORT) for h in peers]
+            jobs = dict((h, self.write_job(h, dict(
+                common, dest=DEST, peer_name=h, stripe_index=i, stripe_count=stripes,
+                peers=['%s:%d' % (seed_ip, AGENT_PORT)] + rng.sample(addresses, min(30, len(addresses))))))
+                for i, h in enumerate(peers))
+            launched = time.time()
+            agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
+                                 'agent-%s.log' % host) for host in peers]
+            self.start_seed(dict(common, peers=addresses))
+        else:
+            self.start_seed(common)
+            jobs = dict((h, self.write_job(h, dict(common, dest=DEST, peer_name=h, stripe_index=i,
+                                                   stripe_count=stripes)))
+                        for i, h in enumerate(peers))
+            launched = time.time()
+            agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
+                                 'agent-%s.log' % host) for host in peers]
         deadline = launched + self.args.timeout
         while time.time() < deadline:
             states = [self.status(h) for h in peers]
@@ -218,6 +235,15 @@ class SwarmRun(object):
         result['agents_cpu_s'] = round(agent_cpu, 1)
         result['agents_sys_s'] = round(agent_sys, 1)
         return result
+
+    def start_seed(self, common):
+        seed_job = self.write_job('seed', dict(common, dest=self.payload, seed=True, peer_name='seed'))
+        self.spawn('seed', [PYTHON, seed_job + '/wrapper.py', seed_job + '/job.json'], 'agent-seed.log')
+        deadline = time.time() + 30
+        while self.status('seed').get('state') != 'seeding':
+            if time.time() > deadline:
+                raise RuntimeError('seed agent did not start: %s' % self.status('seed'))
+            time.sleep(0.1)
 
     def stop(self):
         for proc in self.procs:
@@ -240,7 +266,10 @@ class SwarmRun(object):
                'seed_upload_x': round((seed.get('uploaded') or 0) / float(self.size), 3),
                'received_x': round(sum(s.get('downloaded') or 0 for s in statuses.values())
                                    / float(self.size * self.n), 3),
-               'gave_up': sum(1 for s in statuses.values() if s.get('striping') == 'given up')}
+               'gave_up': sum(1 for s in statuses.values() if s.get('striping') == 'given up'),
+               # hosts that never had a connection to the seeder while striping
+               'no_seeder': sum(1 for s in statuses.values() if not s.get('seeder_seen_at')),
+               'seed_peers': seed.get('peers')}
         if starts and placed:
             t0 = min(starts)
             done = [t - t0 for t in placed]
@@ -258,6 +287,8 @@ def main(argv=None):
     parser.add_argument('--rate', default='50mbit')
     parser.add_argument('--reps', type=int, default=1)
     parser.add_argument('--no-stripes', action='store_true')
+    parser.add_argument('--seed-last', action='store_true',
+                        help="the playbook's order: agents first with listed peers, the seed last")
     parser.add_argument('--piece-kib', type=int, default=0, help='0: what p2p_torrent picks')
     parser.add_argument('--interval', type=int, default=2, help='tracker announce interval')
     parser.add_argument('--version', default='hybrid', choices=['v1', 'v2', 'hybrid'], help='torrent version')
@@ -309,11 +340,11 @@ def main(argv=None):
                               stripes=not args.no_stripes, piece_kib=ti.piece_length() >> 10,
                               settings=args.settings, constants=args.constants)
                 print('N=%-3d swarm %5s s (%4s S/B)  p50 %5s  p99 %5s  seed %5sx  received %5sx  cpu %4s  '
-                      'spread %4s s  agents %5s cpu-s (%s sys)  gave up %d  placed %d/%d' % (
+                      'spread %4s s  agents %5s cpu-s (%s sys)  gave up %d  no seeder %d  seed peers %s  placed %d/%d' % (
                           n, result.get('swarm_s'), round(result['swarm_s'] / limit, 2) if result.get('swarm_s') else '-',
                           result.get('p50'), result.get('p99'), result['seed_upload_x'], result['received_x'],
                           result.get('cpu_cores'), result.get('spread_s'), result['agents_cpu_s'], result['agents_sys_s'],
-                          result['gave_up'],
+                          result['gave_up'], result['no_seeder'], result['seed_peers'],
                           result['placed'], n),
                       flush=True)
                 if args.out:

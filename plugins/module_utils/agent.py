@@ -342,11 +342,20 @@ class Agent(object):
         have = self.handle.status(lt.torrent_handle.query_pieces).pieces
         # The tracker's counts include the original seeder (-1 when it sent none).
         joined = st.num_incomplete + st.num_complete - 1 if min(st.num_incomplete, st.num_complete) >= 0 else None
-        priorities, shut_out = self.picker.update(have, held_elsewhere, time.time(), joined)
+        now = time.time()
+        priorities, shut_out = self.picker.update(have, held_elsewhere, now, joined)
         if priorities is not None:
             self.handle.prioritize_pieces(priorities)
         # An address shared with another peer (agents on one machine) is never shut out.
         self.shut_out_seeder(seeders - others if shut_out else set())
+        # When the own stripe was in and when striping fell back to a plain
+        # swarm: the benchmark reads these to explain the seeder's upload.
+        if seeders:
+            self.status.setdefault('seeder_seen_at', now)
+        if shut_out:
+            self.status.setdefault('stripe_done_at', now)
+        if not self.picker.active:
+            self.status['striping_given_up_at'] = now
         self.status['striping'] = 'on' if self.picker.active else 'given up'
 
     def shut_out_seeder(self, addresses):
