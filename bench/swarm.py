@@ -56,6 +56,8 @@ plain = agent.agent_session.session_settings
 def session_settings(job):
     settings = plain(job)
     settings.update(job.get('bench_settings') or {})
+    if job.get('bench_debug'):
+        settings['alert_mask'] |= agent.lt.alert.category_t.block_progress_notification
     return settings
 agent.agent_session.session_settings = session_settings
 # Per-address totals across reconnections, for seeing who sent what (--debug).
@@ -87,6 +89,17 @@ def tick(self):
             'active': self.picker.active, 'released': sum(self.picker.released),
             'shut_out': self.seeder_shut_out}
 agent.Agent.tick = tick
+# Blocks received from the seeder, own stripe or not (--debug): where the
+# seeder's upload beyond one copy of the file goes.
+plain_on_alert = agent.Agent.on_alert
+def on_alert(self, alert):
+    plain_on_alert(self, alert)
+    if type(alert).__name__ == 'block_finished_alert' and self.picker is not None:
+        seeder = alert.pid.to_bytes().startswith(agent.agent_session.SEED_FINGERPRINT.encode('ascii'))
+        own = alert.piece_index %% self.picker.count == self.picker.index
+        key = 'bench_blocks_%%s_%%s' %% ('seeder' if seeder else 'peers', 'own' if own else 'other')
+        self.status[key] = self.status.get(key, 0) + 1
+agent.Agent.on_alert = on_alert
 sys.exit(agent.main(sys.argv))
 '''
 

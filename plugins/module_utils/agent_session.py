@@ -151,7 +151,12 @@ def session_settings(job):
         'active_seeds': -1,
         'active_limit': -1,
         'max_out_request_queue': 1500,
-        'request_queue_time': 2,
+        # One second of requests per peer is plenty inside a datacenter. A
+        # deeper queue to the seeder fills up with pieces other peers already
+        # hold once a host's own stripe is all requested, and what is still
+        # in flight when the host shuts the seeder out is sent for nothing:
+        # at 40 hosts 2 s made the seeder send 1.6-1.8x the file, 1 s 1.4-1.5x.
+        'request_queue_time': 1,
         'upload_rate_limit': int(job.get('upload_rate') or 0),
         'download_rate_limit': int(job.get('download_rate') or 0),
         'user_agent': 'p2p.swarm-agent/libtorrent-%s' % (lt.__version__ if lt else '?'),
