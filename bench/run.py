@@ -70,12 +70,14 @@ def percentile(values, fraction):
 
 
 def read_cpu():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    """(busy, total, steal) jiffies of the whole machine from /proc/stat.
+    Steal is time the hypervisor gave this VM's cores to others: it counts
+    as busy, and a run with much of it was slowed by its neighbours."""
     with open('/proc/stat') as handle:
         fields = [int(x) for x in handle.readline().split()[1:9]]
     user, nice, system, idle, iowait, irq, softirq, steal = fields
     busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
+    return busy, busy + idle + iowait, steal
 
 
 def settle(quiet=0.3, within=90):
@@ -84,9 +86,9 @@ def settle(quiet=0.3, within=90):
     still burn CPU (the load average lags by minutes). Returns busy cores."""
     deadline = time.time() + within
     while True:
-        a = read_cpu()
+        a = read_cpu()[:2]
         time.sleep(3)
-        b = read_cpu()
+        b = read_cpu()[:2]
         busy = (os.cpu_count() or 1) * (b[0] - a[0]) / float(max(1, b[1] - a[1]))
         if busy <= quiet or time.time() >= deadline:
             return round(busy, 2)
@@ -104,24 +106,23 @@ class CpuSampler(threading.Thread):
 
     def run(self):
         while not self.halt.is_set():
-            busy, total = read_cpu()
-            self.samples.append((time.time(), busy, total))
+            self.samples.append((time.time(),) + read_cpu())
             self.halt.wait(self.every)
 
     def stop(self):
         self.halt.set()
         self.join(5)
-        busy, total = read_cpu()
-        self.samples.append((time.time(), busy, total))
+        self.samples.append((time.time(),) + read_cpu())
 
-    def busy_cores(self, t0, t1):
-        """Average number of busy cores between wall times t0 and t1."""
+    def busy_cores(self, t0, t1, field=1):
+        """Average number of busy cores between wall times t0 and t1
+        (field=3: of those, cores stolen by the hypervisor)."""
         before = [s for s in self.samples if s[0] <= t0] or self.samples[:1]
         after = [s for s in self.samples if s[0] >= t1] or self.samples[-1:]
         a, b = before[-1], after[0]
         if b[2] <= a[2]:
             return None
-        return round(self.ncpu * (b[1] - a[1]) / float(b[2] - a[2]), 2)
+        return round(self.ncpu * (b[field] - a[field]) / float(b[2] - a[2]), 2)
 
 
 def run_bounded(argv, env, timeout, log_path):
@@ -349,7 +350,8 @@ class Bench(object):
         ok = sum(1 for h in self.lab.peers[:n] if self.host_has(h, COPY_DEST))
         self.clean_hosts()
         return {'rc': rc, 'seconds': round(seconds, 2), 'hosts_ok': ok, 'timeout': timeout,
-                'cpu_cores': sampler.busy_cores(t0, t0 + seconds)}
+                'cpu_cores': sampler.busy_cores(t0, t0 + seconds),
+                'steal_cores': sampler.busy_cores(t0, t0 + seconds, field=3)}
 
     def host_has(self, host, dest):
         path = self.lab.host_dir(host) + dest
@@ -365,10 +367,12 @@ class Bench(object):
         env = dict(self.env_p2p, P2P_BENCH_TIMINGS=timings)
         sampler = CpuSampler()
         sampler.start()
+        t0 = time.time()
         rc, seconds = run_bounded(self.playbook_argv(inventory, n, self.payload, DEST, self.args.extra_vars),
                                   env, self.args.run_timeout, os.path.join(self.logs, 'p2p-%s.log' % tag))
         sampler.stop()
-        result = {'rc': rc, 'seconds': round(seconds, 2), 'busy_cores_before': busy_before}
+        result = {'rc': rc, 'seconds': round(seconds, 2), 'busy_cores_before': busy_before,
+                  'steal_cores': sampler.busy_cores(t0, t0 + seconds, field=3)}
         result.update(self.swarm_numbers(n, sampler, tag))
         result['phases'] = self.phases(timings)
         result['hosts_ok'] = sum(1 for h in self.lab.peers[:n] if self.host_has(h, DEST))
@@ -593,6 +597,11 @@ def render(results, plot_name):
               'file; p50/p99/max: each host\'s placement time on that clock (nearest rank, as p2p_wait). '
               'seeder upload: bytes the seeding agent sent / file size. CPU: busy cores of the whole machine '
               '(/proc/stat) during the swarm phase.', '']
+    stolen = [(r['n'], r['p2p'].get('steal_cores')) for r in results['runs'] if r['p2p'].get('steal_cores') is not None]
+    if stolen:
+        lines += ['Cores the hypervisor gave to other machines during each p2p run (steal time; '
+                  'it slows a run and is not ours to tune): %s.' % ', '.join(
+                      'N = %d: %s' % (n, fmt(x, 2)) for n, x in stolen), '']
     nopipe = [r for r in results['runs'] if r.get('p2p_nopipe')]
     if nopipe:
         lines += ['Pipelining (`ansible_pipelining`), the same playbook both ways in this run:', '',
