@@ -145,6 +145,10 @@ def session_settings(job):
         # try it again within seconds, and never drop it from the list.
         'min_reconnect_time': 2,
         'max_failcount': 1000,
+        # The seed joins last and connects to every started agent at once;
+        # at libtorrent's 30 new connections a second a 40-host swarm waited
+        # up to 5 s for its seeder (the agents' own retry).
+        'connection_speed': 200,
         'connections_limit': 400,
         'unchoke_slots_limit': 64,
         'active_downloads': -1,

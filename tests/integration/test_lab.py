@@ -106,6 +106,17 @@ def test_ssh_sessions_get_the_private_view(lab):
         lab.exec(a, ['rm', '-f', marker])
 
 
+def test_ssh_sessions_read_a_stock_bashrc(lab):
+    """bash reads ~/.bashrc for every command sshd runs: a plain host's is
+    the lab's stock one, not the controller's (which may start pyenv etc.)."""
+    rc, status, out = ansible(lab.inventory, 'h01', '-m', 'raw', '-a', 'cat %s' % p2p_lab.BASHRC)
+    if os.path.isfile(p2p_lab.BASHRC):
+        assert rc == 0, out
+        assert p2p_lab.STOCK_BASHRC.splitlines()[0] in out, out
+    else:
+        assert rc != 0, out     # none on the controller: none on the host either
+
+
 def test_everything_else_is_shared(lab):
     # The lab's own files (not under a private dir) and the system are shared.
     assert lab.exec('h01', ['test', '-f', lab.inventory]).returncode == 0
