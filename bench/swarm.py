@@ -1,8 +1,8 @@
 """The swarm phase alone, without Ansible: for tuning the agent quickly.
 
     sudo .venv/bin/python bench/swarm.py [--hosts 5,10,20] [--size-mb 20] [--reps 2]
-        [--no-stripes] [--piece-kib 256] [--set SETTING=VALUE ...] [--const NAME=VALUE ...]
-        [--keep-lab] [--tag TEXT] [--out results.jsonl]
+        [--no-stripes] [--seed-last] [--piece-kib 256] [--set SETTING=VALUE ...] [--const NAME=VALUE ...]
+        [--debug] [--keep-lab] [--tag TEXT] [--out results.jsonl]
 
 It uses the benchmark's lab (bench/run.py's: 10.232.0.0/24, prefix p2pbench,
 /var/lib/p2p-bench), reusing one that is up and big enough. For each N it
@@ -15,7 +15,10 @@ swarm time, per-host p50/p99/max, seeder upload and total payload received
 as multiples of the file, CPU busy cores, and how far apart the agents
 started. --set overrides a libtorrent setting in every agent, --const one of
 agent.py's module constants (e.g. STRIPE_EVERY=0.1): both only in this
-harness, for experiments.
+harness, for experiments. --seed-last starts the agents first and the seed
+after them, as the playbook does; --debug adds to every host's status.json
+what each peer sent it and how many blocks came from the seeder inside and
+outside the host's own stripe.
 """
 import argparse
 import importlib.util
@@ -217,18 +220,16 @@ class SwarmRun(object):
                 common, dest=DEST, peer_name=h, stripe_index=i, stripe_count=stripes,
                 peers=['%s:%d' % (seed_ip, AGENT_PORT)] + rng.sample(addresses, min(30, len(addresses))))))
                 for i, h in enumerate(peers))
-            launched = time.time()
-            agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
-                                 'agent-%s.log' % host) for host in peers]
-            self.start_seed(dict(common, peers=addresses))
         else:
             self.start_seed(common)
             jobs = dict((h, self.write_job(h, dict(common, dest=DEST, peer_name=h, stripe_index=i,
                                                    stripe_count=stripes)))
                         for i, h in enumerate(peers))
-            launched = time.time()
-            agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
-                                 'agent-%s.log' % host) for host in peers]
+        launched = time.time()
+        agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
+                             'agent-%s.log' % host) for host in peers]
+        if self.args.seed_last:
+            self.start_seed(dict(common, peers=addresses))
         deadline = launched + self.args.timeout
         while time.time() < deadline:
             states = [self.status(h) for h in peers]
