@@ -108,16 +108,11 @@ sys.exit(agent.main(sys.argv))
 
 
 def load_metainfo():
-    """The collection's metainfo module, imported the way Ansible does
-    (it imports its siblings as ansible_collections.p2p.swarm...): from a
-    link to this checkout in a private collections tree."""
-    tree = os.path.join(WORK, 'collections')
-    link = os.path.join(tree, 'ansible_collections', 'p2p', 'swarm')
-    if not os.path.islink(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(ROOT, link)
-    if tree not in sys.path:
-        sys.path.insert(0, tree)
+    """The collection's metainfo module, imported the way Ansible does (it
+    imports its siblings as ansible_collections.p2p.swarm...). The tests'
+    conftest.py makes the checkout importable under that name."""
+    sys.path.insert(0, os.path.join(ROOT, 'tests'))
+    import conftest  # noqa: F401  (links the checkout into .collections/ and puts that on sys.path)
     return importlib.import_module('ansible_collections.p2p.swarm.plugins.module_utils.metainfo')
 
 
