@@ -59,6 +59,13 @@ PEER_RETRY = 5.0  # seconds between attempts to reach the listed peers not conne
 # A placed agent ends once the tracker has failed every announce for this
 # long: the run is over and has stopped it (one failure is no proof).
 TRACKER_GONE_AFTER = 5.0
+# A held seed (job hold_peers) serves once that many download agents are
+# connected, or once none has joined for HOLD_QUIET seconds (hosts that hold
+# the file already never come), or HOLD_FIRST seconds after its start when
+# none came at all: a hold always ends.
+HOLD_QUIET = 5.0
+HOLD_FIRST = 120.0
+HOLD_EVERY = 0.1  # seconds between looks at who has joined, while held
 
 
 def script_files():
@@ -123,6 +130,9 @@ class Agent(object):
         self.listed_peers = []        # (ip, port) from the inventory, see peer_endpoints()
         self.peers_tried_at = 0.0
         self.trackers = []            # announce URLs as given to libtorrent
+        self.hold_for = int(job.get('hold_peers') or 0) if self.seed else 0
+        self.held_peers = set()       # addresses of download agents seen while the seed holds
+        self.last_join_at = None
 
     # -- set-up ---------------------------------------------------------
     def start(self):
@@ -136,6 +146,14 @@ class Agent(object):
         # The port other hosts can reach us on (the seed is told it by the role).
         port = settings['listen_interfaces'].split(',')[0].rsplit(':', 1)[1].rstrip('s')   # 's': TLS only
         self.status['listen_port'] = int(port) or None
+        if self.hold_for:
+            # Held: every peer stays choked until watch_hold() lets go. The peer role
+            # starts the seed before its hosts' round, so the swarm starts
+            # together once they are all there, not while the round goes on.
+            settings['unchoke_slots_limit'] = 0
+            # libtorrent unchokes on its next tick: 0.1 s after the release, not 0.5 s.
+            settings['tick_interval'] = 100
+            self.status['held'] = True
         self.session = lt.session(settings)
         agent_session.apply_rate_limits_to_lan(self.session)
         if self.job.get('allowed_peers'):
@@ -320,9 +338,29 @@ class Agent(object):
                 self.connect_listed_peers()
         elif self.seed or self.status['placed']:
             self.status['state'] = 'seeding'
+            if self.status.get('held'):
+                self.watch_hold()
         elif self.status['state'] != 'finishing':
             self.place()
         self.watch_swarm(st)
+
+    def watch_hold(self):
+        """Count the hosts whose download agent reached the held seed; release
+        it when all are there, or when they stopped coming. Hosts are told
+        apart by address: libtorrent gives every connection its own peer id,
+        and an agent is often connected twice (it to us, we to it)."""
+        now = time.time()
+        for peer in self.handle.get_peer_info():
+            if (peer.pid.to_bytes().startswith(agent_session.PEER_FINGERPRINT.encode('ascii'))
+                    and peer.ip[0] not in self.held_peers):
+                self.held_peers.add(peer.ip[0])
+                self.last_join_at = now
+        self.status['held_peers'] = len(self.held_peers)
+        if (len(self.held_peers) >= self.hold_for
+                or (self.last_join_at and now - self.last_join_at >= HOLD_QUIET)
+                or (not self.last_join_at and now - self.started >= HOLD_FIRST)):
+            self.session.apply_settings({'unchoke_slots_limit': agent_session.UNCHOKE_SLOTS})
+            self.status.update(held=False, released_at=now)
 
     def steer_stripes(self, st):
         """Feed the StripePicker and apply what it decides."""
@@ -436,7 +474,7 @@ class Agent(object):
         Polling costs at most one tick of delay before a host places its file.
         """
         striping = self.picker is not None and self.picker.active and self.status['state'] == 'downloading'
-        time.sleep(STRIPE_EVERY if striping else TICK)
+        time.sleep(HOLD_EVERY if self.status.get('held') else STRIPE_EVERY if striping else TICK)
 
     def run(self):
         def request_stop(signum, frame):

@@ -31,6 +31,8 @@ except ImportError:  # the module reports a missing libtorrent before starting u
 # original seeder from peers that finished (see StripePicker).
 SEED_FINGERPRINT = '-PS0001-'
 PEER_FINGERPRINT = '-PP0001-'
+# Peers served at once: every host of a lab-sized swarm, 64 at a time beyond.
+UNCHOKE_SLOTS = 64
 # libtorrent loads Diffie-Hellman parameters for every SSL torrent and flags
 # the torrent with an error without them. These are the fixed, published
 # ffdhe2048 group of RFC 7919 (what `openssl genpkey -genparam -algorithm DH
@@ -124,7 +126,7 @@ def session_settings(job):
         # An SSL torrent talks to its peers over TLS only, on an SSL listen
         # socket (the 's' suffix); libtorrent announces that port for it.
         listen = ','.join(part + 's' for part in listen.split(','))
-    return {
+    settings = {
         'listen_interfaces': listen,
         'enable_dht': False,
         'enable_lsd': False,
@@ -141,16 +143,19 @@ def session_settings(job):
         'stop_tracker_timeout': 2,
         'tracker_completion_timeout': 10,
         'tracker_receive_timeout': 5,
-        # A listed peer refuses until its agent starts (the seed joins last):
-        # try it again within seconds, and never drop it from the list.
+        # A listed peer refuses until its agent starts: try it again within
+        # seconds, and never drop it from the list.
         'min_reconnect_time': 2,
         'max_failcount': 1000,
-        # The seed joins last and connects to every started agent at once;
-        # at libtorrent's 30 new connections a second a 40-host swarm waited
-        # up to 5 s for its seeder (the agents' own retry).
+        # An agent connects to its listed peers and to every peer the tracker
+        # names at once; at libtorrent's 30 new connections a second a
+        # 40-host swarm waited up to 5 s for some connections.
         'connection_speed': 200,
         'connections_limit': 400,
-        'unchoke_slots_limit': 64,
+        'unchoke_slots_limit': UNCHOKE_SLOTS,
+        # A choked peer may still fetch a few "allowed fast" pieces (a
+        # BitTorrent extension): from a held seed that is data before release.
+        'allowed_fast_set_size': 0 if job.get('seed') else 5,
         'active_downloads': -1,
         'active_seeds': -1,
         'active_limit': -1,
@@ -177,6 +182,12 @@ def session_settings(job):
                        | lt.alert.category_t.peer_notification
                        | lt.alert.category_t.tracker_notification) if lt else 0,
     }
+    address = job.get('listen_address')
+    if address and address not in ('0.0.0.0', '::'):
+        # Bound to one address: connect from it too, so that peers (a held
+        # seed counting hosts, ip filters) see one address per agent.
+        settings['outgoing_interfaces'] = address
+    return settings
 
 
 def with_query(url, fields):

@@ -224,6 +224,7 @@ class Fetch(object):
             'preferred_port': p['preferred_port'], 'peers': p['peers'],
             'allowed_peers': allowed_networks(self.module, p['allowed_peers']),
             'stripe_index': p['stripe_index'], 'stripe_count': 0 if seed else p['stripe_count'],
+            'hold_peers': p['hold_peers'] if seed else 0,
             'ssl_cert': p['ssl_cert'] and os.path.abspath(p['ssl_cert']),
             'ssl_key': p['ssl_key'] and os.path.abspath(p['ssl_key']),
         }

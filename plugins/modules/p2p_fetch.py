@@ -203,6 +203,20 @@ options:
       - Ignored with O(state=seeding).
     type: int
     default: 0
+  hold_peers:
+    description:
+      - With O(state=seeding), how many download agents the seed waits for
+        before it sends any data; every peer stays choked until then. The
+        seed serves as soon as that many have connected, or once none has
+        joined for 5 seconds (hosts that hold the file already never come),
+        or 120 seconds after its start if none came at all.
+      - The peer role starts its seed before its hosts' round, held for the
+        play's hosts, so that the swarm starts together (striping sees every
+        host) and the round is not slowed by downloads.
+      - V(0) serves at once. Ignored with O(state=present). A seed that runs
+        already is left as it is.
+    type: int
+    default: 0
   ssl_cert:
     description:
       - Path on the managed host of this host's certificate (PEM), signed by
@@ -389,6 +403,7 @@ def main():
             allowed_peers=dict(type='list', elements='str', default=[]),
             stripe_index=dict(type='int', default=0),
             stripe_count=dict(type='int', default=0),
+            hold_peers=dict(type='int', default=0),
             ssl_cert=dict(type='path'),
             ssl_key=dict(type='path'),
             torrent_content=dict(type='str'),

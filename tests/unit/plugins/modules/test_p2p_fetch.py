@@ -595,3 +595,59 @@ def test_an_interpreter_without_libtorrent_is_reported_as_such(tmp_path, state_d
     rc, result, dummy = outcome
     assert rc == 1 and result['failed'] and result['libtorrent_missing'] is True, result
     assert 'libtorrent' in result['msg'] and not (tmp_path / 'got.bin').exists()
+
+
+# ------------------------------------------------------------------ held seed
+
+SECOND_PEER_IP = '127.0.0.6'
+
+
+def start_held_seed(tmp_path, state_dir, content, tracker, hold_peers):
+    torrent = make_torrent(content, tracker.announce_url)
+    tracker.register(metainfo.describe(torrent))
+    port = free_port(SEED_IP)
+    rc, seeding, dummy = run(tmp_path, **fetch_args(state_dir, torrent, content, state='seeding', peer_name='seed',
+                                                    listen_address=SEED_IP, listen_port=port, hold_peers=hold_peers))
+    assert rc == 0 and seeding['status'] == 'seeding', seeding
+    seed_job = jobs.Job(state_dir, metainfo.describe(torrent)['info_hash'], str(content))
+    return torrent, seed_job, '%s:%d' % (SEED_IP, port)
+
+
+def start_download(tmp_path, state_dir, torrent, dest, seed, address=PEER_IP):
+    rc, started, dummy = run(tmp_path, wait=False, **fetch_args(state_dir, torrent, dest, run_id='hold', peer_name=dest.name,
+                                                                peers=[seed], listen_address=address))
+    assert rc == 0, started
+    return jobs.Job(state_dir, metainfo.describe(torrent)['info_hash'], str(dest))
+
+
+def test_a_held_seed_sends_nothing_until_every_expected_agent_is_there(tmp_path, state_dir, content, tracker):
+    torrent, seed_job, seed = start_held_seed(tmp_path, state_dir, content, tracker, hold_peers=2)
+    first = start_download(tmp_path, state_dir, torrent, tmp_path / 'first.bin', seed)
+    wait_until(lambda: seed_job.read_status().get('held_peers') == 1, 30, 'the first agent to reach the seed')
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:   # within the 5 s quiet time: still held
+        assert not first.read_status().get('downloaded'), first.read_status()
+        assert seed_job.read_status()['held'] is True
+        time.sleep(0.25)
+    second_joined = time.time()
+    # The seed tells hosts apart by address, as each host has its own.
+    second = start_download(tmp_path, state_dir, torrent, tmp_path / 'second.bin', seed, address=SECOND_PEER_IP)
+    wait_until(lambda: first.read_status().get('placed') and second.read_status().get('placed'), 60,
+               'both agents to place the file')
+    status = seed_job.read_status()
+    assert status['held'] is False and status['held_peers'] == 2, status
+    # Released by the second agent's arrival, not by the quiet time.
+    assert status['released_at'] - second_joined < 4.5, status
+    assert (tmp_path / 'first.bin').read_bytes() == content.read_bytes()
+
+
+def test_a_held_seed_serves_once_no_more_agents_come(tmp_path, state_dir, content, tracker):
+    """Hosts that hold the file already never connect: the hold ends after
+    the quiet time, with fewer agents than it was told to expect."""
+    torrent, seed_job, seed = start_held_seed(tmp_path, state_dir, content, tracker, hold_peers=5)
+    only = start_download(tmp_path, state_dir, torrent, tmp_path / 'only.bin', seed)
+    wait_until(lambda: only.read_status().get('placed'), 60, 'the one agent to place the file')
+    status = seed_job.read_status()
+    assert status['held'] is False and status['held_peers'] == 1, status
+    assert status['released_at'] - status['started_at'] >= 5, status
+    assert (tmp_path / 'only.bin').read_bytes() == content.read_bytes()
