@@ -380,10 +380,11 @@ class Bench(object):
         return result
 
     def swarm_numbers(self, n, sampler, tag):
-        peers, seed_uploaded = {}, None
+        peers, seed = {}, {}
         for job, status in agent_statuses(self.lab, 'seed'):
             if job.get('seed'):
-                seed_uploaded = status.get('uploaded')
+                seed = status
+        seed_uploaded = seed.get('uploaded')
         for host in self.lab.peers[:n]:
             for job, status in agent_statuses(self.lab, host):
                 if not job.get('seed') and job.get('dest') == DEST:
@@ -409,6 +410,10 @@ class Bench(object):
                 'max': round(max(completion), 2),
                 'own_p50': round(percentile(own, 0.5), 2), 'own_max': round(max(own), 2),
                 'start_spread_s': round(max(starts) - t0, 2),
+                # The held seed: how many hosts it saw, when it let go.
+                'seed_held_peers': seed.get('held_peers'),
+                'seed_released_after_last_start_s': round(seed['released_at'] - max(starts), 2)
+                if seed.get('released_at') else None,
                 'cpu_cores': sampler.busy_cores(t0, max(placed.values())),
             })
         return out

@@ -1,7 +1,8 @@
 """The swarm phase alone, without Ansible: for tuning the agent quickly.
 
     sudo .venv/bin/python bench/swarm.py [--hosts 5,10,20] [--size-mb 20] [--reps 2]
-        [--no-stripes] [--seed-last] [--piece-kib 256] [--set SETTING=VALUE ...] [--const NAME=VALUE ...]
+        [--no-stripes] [--seed-last | --held] [--piece-kib 256] [--set SETTING=VALUE ...]
+        [--seed-set SETTING=VALUE ...] [--const NAME=VALUE ...]
         [--debug] [--keep-lab] [--tag TEXT] [--out results.jsonl]
 
 It uses the benchmark's lab (bench/run.py's: 10.232.0.0/24, prefix p2pbench,
@@ -15,8 +16,10 @@ swarm time, per-host p50/p99/max, seeder upload and total payload received
 as multiples of the file, CPU busy cores, and how far apart the agents
 started. --set overrides a libtorrent setting in every agent, --const one of
 agent.py's module constants (e.g. STRIPE_EVERY=0.1): both only in this
-harness, for experiments. --seed-last starts the agents first and the seed
-after them, as the playbook does; --debug adds to every host's status.json
+harness, for experiments (--seed-set: the seed's only). --held starts the
+seed first, held until every agent has connected, as the playbook does;
+--seed-last starts the agents first and the seed after them (the playbook
+before the held seed); --debug adds to every host's status.json
 what each peer sent it and how many blocks came from the seeder inside and
 outside the host's own stripe.
 """
@@ -59,6 +62,8 @@ plain = agent.agent_session.session_settings
 def session_settings(job):
     settings = plain(job)
     settings.update(job.get('bench_settings') or {})
+    if job.get('seed'):
+        settings.update(job.get('bench_seed_settings') or {})
     if job.get('bench_debug'):
         settings['alert_mask'] |= agent.lt.alert.category_t.block_progress_notification
     return settings
@@ -159,7 +164,8 @@ class SwarmRun(object):
         shutil.rmtree(outside, ignore_errors=True)
         os.makedirs(outside)
         job = dict(job, job_dir=inside, status_path=inside + '/status.json',
-                   bench_settings=self.args.settings, bench_constants=self.args.constants,
+                   bench_settings=self.args.settings, bench_seed_settings=self.args.seed_settings,
+                   bench_constants=self.args.constants,
                    bench_debug=self.args.debug)
         with open(outside + '/job.json', 'w') as handle:
             json.dump(job, handle)
@@ -205,10 +211,12 @@ class SwarmRun(object):
         stripes = 0 if self.args.no_stripes else self.n
         sampler = bench.CpuSampler()
         sampler.start()
-        if self.args.seed_last:
-            # The playbook's order: every agent starts first, given the
-            # seeder and up to 30 random hosts as peers; the seed joins last
-            # and connects to every agent itself.
+        if self.args.held:
+            # The playbook's order: the seed first, held for N hosts.
+            self.start_seed(dict(common, hold_peers=self.n))
+        if self.args.seed_last or self.args.held:
+            # Every agent is given the seeder and up to 30 random hosts as
+            # peers, as the peer role does.
             rng = random.Random(self.n)
             addresses = ['%s:%d' % (self.lab.ip(h), AGENT_PORT) for h in peers]
             jobs = dict((h, self.write_job(h, dict(
@@ -224,6 +232,7 @@ class SwarmRun(object):
         agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
                              'agent-%s.log' % host) for host in peers]
         if self.args.seed_last:
+            # The order before the held seed: it joined last and connected to every agent itself.
             self.start_seed(dict(common, peers=addresses))
         deadline = launched + self.args.timeout
         while time.time() < deadline:
@@ -279,6 +288,9 @@ class SwarmRun(object):
                # hosts that never had a connection to the seeder while striping
                'no_seeder': sum(1 for s in statuses.values() if not s.get('seeder_seen_at')),
                'seed_peers': seed.get('peers')}
+        if seed.get('released_at') and starts:
+            out.update(held_peers=seed.get('held_peers'), released_after_last_start_s=round(
+                seed['released_at'] - max(starts), 2))
         if starts and placed:
             t0 = min(starts)
             done = [t - t0 for t in placed]
@@ -298,10 +310,14 @@ def main(argv=None):
     parser.add_argument('--no-stripes', action='store_true')
     parser.add_argument('--seed-last', action='store_true',
                         help="the playbook's order: agents first with listed peers, the seed last")
+    parser.add_argument('--held', action='store_true',
+                        help='start the seed first, held until every agent has connected (the playbook)')
     parser.add_argument('--piece-kib', type=int, default=0, help='0: what p2p_torrent picks')
     parser.add_argument('--interval', type=int, default=2, help='tracker announce interval')
     parser.add_argument('--version', default='hybrid', choices=['v1', 'v2', 'hybrid'], help='torrent version')
     parser.add_argument('--set', action='append', default=[], metavar='SETTING=VALUE')
+    parser.add_argument('--seed-set', action='append', default=[], metavar='SETTING=VALUE',
+                        help='a libtorrent setting of the seeding agent only')
     parser.add_argument('--const', action='append', default=[], metavar='NAME=VALUE')
     parser.add_argument('--timeout', type=int, default=180, help='seconds per swarm run')
     parser.add_argument('--keep-lab', action='store_true')
@@ -317,6 +333,7 @@ def main(argv=None):
         lab.down()
         return 0
     args.settings = dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in args.set))
+    args.seed_settings = dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in args.seed_set))
     args.constants = dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in args.const))
     ns = sorted(int(x) for x in args.hosts.split(','))
     size = int(args.size_mb * 1024 * 1024)
@@ -341,7 +358,8 @@ def main(argv=None):
                 'v2': str(hashes.v2) if hashes.has_v2() else str(hashes.v1)}
         print('# %s S=%d MiB B=%s S/B=%.2f s pieces=%d x %d KiB stripes=%s set=%s const=%s load=%.2f' % (
             args.tag, size >> 20, args.rate, limit, ti.num_pieces(), ti.piece_length() >> 10,
-            'off' if args.no_stripes else 'on', args.settings, args.constants, os.getloadavg()[0]), flush=True)
+            'off' if args.no_stripes else 'on', dict(args.settings, **{'seed.' + k: v for k, v in args.seed_settings.items()}),
+            args.constants, os.getloadavg()[0]), flush=True)
         for n in ns:
             for rep in range(args.reps):
                 result = SwarmRun(lab, n, payload, size, torrent, info, args).run()
