@@ -120,6 +120,8 @@ def test_tracker_seeder_and_peer_in_plays_of_their_own(lab, env, payloads, tmp_p
       # The lab's inventory points p2p_tracker_address at the seed host.
       p2p_tracker_address: ""
       p2p_wheel_dir: %(wheels)s
+      # As the README has it: the seed sends once every web host is there.
+      p2p_seed_hold: "{{ groups['peers'] | length - 1 }}"
 """ % {'tracker': tracker, 'path': path, 'wheels': WHEEL_DIR} + peer_and_release_plays(tracker, '/srv/composed.bin', """
   post_tasks:
     - name: Mark the host
@@ -134,6 +136,12 @@ def test_tracker_seeder_and_peer_in_plays_of_their_own(lab, env, payloads, tmp_p
             assert host_sha256(lab, host, '/srv/composed.bin') == digest, host
             assert lab.exec(host, ['test', '-e', '/tmp/composed-post']).returncode == 0, host
         assert lab.exec(tracker, ['test', '-e', '/srv/composed.bin']).returncode != 0
+        # The seed, started a play before the web hosts, sent nothing until
+        # the last of them had reached it (not after the 5 s quiet time).
+        last_start = max(s['started_at'] for h in web for s in agent_statuses(lab, h, '/srv/composed.bin'))
+        seeds = [s for s in agent_statuses(lab, 'seed', path) if s['seed']]
+        assert len(seeds) == 1 and seeds[0]['held_peers'] == len(web), seeds
+        assert last_start <= seeds[0]['released_at'] < last_start + 4, (last_start, seeds[0])
         # The seed ended with the released claim; the tracker, a service, runs on.
         left = swarm_ended(lab)
         assert len(left) == 1 and 'tracker.py' in left[0], left

@@ -6,7 +6,6 @@ installed on each host from a wheel pushed by the peer role.
 """
 import re
 import socket
-import time
 
 import pytest
 
@@ -40,7 +39,6 @@ def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
     path, digest = payload
     # A download limit keeps each host busy for ~20 s, far longer than it
     # takes to start every agent, so the overlap check below is not a race.
-    started = time.time()
     proc = run_playbook(lab, env, FORKS, common_vars(path, p2p_download_rate_limit=1024 * 1024))
     assert proc.returncode == 0, describe(proc)
     for host in peers(lab):
@@ -58,12 +56,6 @@ def test_first_run_puts_a_verified_copy_on_every_host(lab, env, payload):
     last_start = max(s['started_at'] for s in statuses)
     first_done = min(s['placed_at'] for s in statuses)
     assert last_start < first_done, (last_start, first_done)
-    # The seed, started before the round, sent nothing until the last host's
-    # agent had reached it, and served at once then (not after the 5 s it
-    # gives hosts that never come).
-    seeds = [s for s in agent_statuses(lab, 'seed', path) if s['seed'] and s['started_at'] > started]
-    assert len(seeds) == 1 and seeds[0]['held_peers'] == len(peers(lab)), seeds
-    assert last_start <= seeds[0]['released_at'] < last_start + 4, (last_start, seeds[0])
     # The download limit held on a LAN (libtorrent exempts local peers unless
     # told otherwise): 20 MiB at 1 MiB/s cannot take less than ~19 s.
     assert min(s['placed_at'] - s['started_at'] for s in statuses) > 15

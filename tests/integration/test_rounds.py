@@ -58,10 +58,10 @@ def test_one_ssh_round_per_host_and_few_tasks_first_run_and_rerun(lab, env, tmp_
     assert {h: first_rounds[h] for h in peers(lab)} == {h: 1 for h in peers(lab)}, (first_rounds, describe(first))
     assert {h: rerun_rounds[h] for h in peers(lab)} == {h: 1 for h in peers(lab)}, (rerun_rounds, describe(rerun))
     # The run_once steps land on the first host that runs them: the seeder's
-    # work (publish and a held seed) on the play's first host, the wait and the
+    # work (publish) on the play's first host, the seed join, the wait and the
     # release on the first host of the swarm part. Every other host runs at
     # most TASKS_PER_HOST tasks, skips included.
-    once = ('Publish and seed the file on the seeder', 'Seed the original copy', 'Wait for the swarm', "Release the run's claim")
+    once = ('Publish the file on the seeder', 'Seed the original copy', 'Wait for the swarm', "Release the run's claim")
     for tasks in (first_tasks, rerun_tasks):
         carriers = [h for h, names in tasks.items() if any(n.endswith(once) for n in names)]
         assert any('Create the torrent' in n for h in carriers for n in tasks[h]), json.dumps(tasks, indent=0)
