@@ -211,14 +211,14 @@ class SwarmRun(object):
         stripes = 0 if self.args.no_stripes else self.n
         sampler = bench.CpuSampler()
         sampler.start()
+        addresses = ['%s:%d' % (self.lab.ip(h), AGENT_PORT) for h in peers]
         if self.args.held:
-            # The playbook's order: the seed first, held for N hosts.
-            self.start_seed(dict(common, hold_peers=self.n))
+            # A seeder play's order: the seed first, held for N hosts.
+            self.start_seed(dict(common, hold_peers=self.n, peers=addresses if self.args.seed_connects else []))
         if self.args.seed_last or self.args.held:
             # Every agent is given the seeder and up to 30 random hosts as
             # peers, as the peer role does.
             rng = random.Random(self.n)
-            addresses = ['%s:%d' % (self.lab.ip(h), AGENT_PORT) for h in peers]
             jobs = dict((h, self.write_job(h, dict(
                 common, dest=DEST, peer_name=h, stripe_index=i, stripe_count=stripes,
                 peers=['%s:%d' % (seed_ip, AGENT_PORT)] + rng.sample(addresses, min(30, len(addresses))))))
@@ -312,6 +312,8 @@ def main(argv=None):
                         help="the playbook's order: agents first with listed peers, the seed last")
     parser.add_argument('--held', action='store_true',
                         help='start the seed first, held until every agent has connected (the playbook)')
+    parser.add_argument('--seed-connects', action='store_true',
+                        help='with --held: the seed also connects to every agent itself')
     parser.add_argument('--piece-kib', type=int, default=0, help='0: what p2p_torrent picks')
     parser.add_argument('--interval', type=int, default=2, help='tracker announce interval')
     parser.add_argument('--version', default='hybrid', choices=['v1', 'v2', 'hybrid'], help='torrent version')
