@@ -147,9 +147,9 @@ class Agent(object):
         port = settings['listen_interfaces'].split(',')[0].rsplit(':', 1)[1].rstrip('s')   # 's': TLS only
         self.status['listen_port'] = int(port) or None
         if self.hold_for:
-            # Held: every peer stays choked until watch_hold() lets go. The peer role
-            # starts the seed before its hosts' round, so the swarm starts
-            # together once they are all there, not while the round goes on.
+            # Held: every peer stays choked until watch_hold() lets go. A seed
+            # started before the hosts' agents (a seeder play) then starts the
+            # swarm once they are all there, not with the first one.
             settings['unchoke_slots_limit'] = 0
             # libtorrent unchokes on its next tick: 0.1 s after the release, not 0.5 s.
             settings['tick_interval'] = 100

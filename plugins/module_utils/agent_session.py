@@ -143,13 +143,13 @@ def session_settings(job):
         'stop_tracker_timeout': 2,
         'tracker_completion_timeout': 10,
         'tracker_receive_timeout': 5,
-        # A listed peer refuses until its agent starts: try it again within
-        # seconds, and never drop it from the list.
+        # A listed peer refuses until its agent starts (the seed joins last):
+        # try it again within seconds, and never drop it from the list.
         'min_reconnect_time': 2,
         'max_failcount': 1000,
-        # An agent connects to its listed peers and to every peer the tracker
-        # names at once; at libtorrent's 30 new connections a second a
-        # 40-host swarm waited up to 5 s for some connections.
+        # The seed joins last and connects to every started agent at once;
+        # at libtorrent's 30 new connections a second a 40-host swarm waited
+        # up to 5 s for its seeder (the agents' own retry).
         'connection_speed': 200,
         'connections_limit': 400,
         'unchoke_slots_limit': UNCHOKE_SLOTS,

@@ -210,9 +210,9 @@ options:
         seed serves as soon as that many have connected, or once none has
         joined for 5 seconds (hosts that hold the file already never come),
         or 120 seconds after its start if none came at all.
-      - The peer role starts its seed before its hosts' round, held for the
-        play's hosts, so that the swarm starts together (striping sees every
-        host) and the round is not slowed by downloads.
+      - For a seed started before the hosts that download (a seeder play
+        before their play), so that their downloads start together and
+        striping sees every host. The seeder role passes its C(p2p_seed_hold).
       - V(0) serves at once. Ignored with O(state=present). A seed that runs
         already is left as it is.
     type: int
