@@ -16,10 +16,11 @@ swarm time, per-host p50/p99/max, seeder upload and total payload received
 as multiples of the file, CPU busy cores, and how far apart the agents
 started. --set overrides a libtorrent setting in every agent, --const one of
 agent.py's module constants (e.g. STRIPE_EVERY=0.1): both only in this
-harness, for experiments (--seed-set: the seed's only). --held starts the
-seed first, held until every agent has connected, as the playbook does;
---seed-last starts the agents first and the seed after them (the playbook
-before the held seed); --debug adds to every host's status.json
+harness, for experiments (--seed-set: the seed's only). --seed-last starts
+the agents first and the seed after them, as the playbook does; --held
+starts the seed first, held until every agent has connected, as a seeder
+play before the hosts' play does (--seed-connects: the seed connects to
+every agent too); --debug adds to every host's status.json
 what each peer sent it and how many blocks came from the seeder inside and
 outside the host's own stripe.
 """
@@ -138,6 +139,11 @@ def parse_value(text):
         return text
 
 
+def parse_pairs(items):
+    """{NAME: value} from the NAME=VALUE words of --set, --seed-set, --const."""
+    return dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in items))
+
+
 def get_lab(n, rate):
     lab = Lab.load(bench.BENCH_DIR)
     if lab is not None and lab.n >= n and lab.rate == rate and lab.prefix == bench.PREFIX \
@@ -232,7 +238,7 @@ class SwarmRun(object):
         agents = [self.spawn(host, [PYTHON, jobs[host] + '/wrapper.py', jobs[host] + '/job.json'],
                              'agent-%s.log' % host) for host in peers]
         if self.args.seed_last:
-            # The order before the held seed: it joined last and connected to every agent itself.
+            # The peer role's order: the seed joins last and connects to every agent itself.
             self.start_seed(dict(common, peers=addresses))
         deadline = launched + self.args.timeout
         while time.time() < deadline:
@@ -311,7 +317,7 @@ def main(argv=None):
     parser.add_argument('--seed-last', action='store_true',
                         help="the playbook's order: agents first with listed peers, the seed last")
     parser.add_argument('--held', action='store_true',
-                        help='start the seed first, held until every agent has connected (the playbook)')
+                        help='start the seed first, held until every agent has connected (a seeder play)')
     parser.add_argument('--seed-connects', action='store_true',
                         help='with --held: the seed also connects to every agent itself')
     parser.add_argument('--piece-kib', type=int, default=0, help='0: what p2p_torrent picks')
@@ -334,9 +340,7 @@ def main(argv=None):
         lab = Lab.load(bench.BENCH_DIR) or Lab(1, workdir=bench.BENCH_DIR, prefix=bench.PREFIX, subnet=bench.SUBNET)
         lab.down()
         return 0
-    args.settings = dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in args.set))
-    args.seed_settings = dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in args.seed_set))
-    args.constants = dict((k, parse_value(v)) for k, v in (s.split('=', 1) for s in args.const))
+    args.settings, args.seed_settings, args.constants = (parse_pairs(x) for x in (args.set, args.seed_set, args.const))
     ns = sorted(int(x) for x in args.hosts.split(','))
     size = int(args.size_mb * 1024 * 1024)
     limit = size * 8.0 / bench.parse_rate(args.rate)
